@@ -1,0 +1,228 @@
+"""Kronecker curvature capture: layer inputs and output gradients as matrices.
+
+Hooks on every preconditioned layer turn, on preconditioner-update steps only,
+
+* the layer input into ``A`` (``rows x d_in``) with ``U = A^T A``, and
+* the gradient w.r.t. the layer output into ``B`` (``rows x d_out``) with
+  ``G = B^T B``.
+
+Conventions (identical to the authors' ``singd`` 0.0.5; empirical Fisher):
+
+* Bias: a constant 1 is appended to every input row.
+* Weight sharing (sequence positions, convolution locations ``L``), Eschenhagen
+  et al. (2023): ``"expand"`` treats every (sample, location) pair as a row;
+  ``"reduce"`` averages inputs and sums output gradients over locations, one row per
+  sample. Conv2d inputs are unfolded (im2col); ``"reduce"`` computes the per-sample
+  patch means without materialising the unfolded tensor.
+* Scaling: ``A`` is divided by ``sqrt(rows)``, so ``U`` is the mean of ``a a^T``
+  over rows. For a loss that is a mean over ``m`` terms (``loss_average="batch"``:
+  ``m`` = batch size; ``"batch+sequence"``: ``m`` = batch size x locations) the
+  output gradients are multiplied by ``sqrt(m)``, so that
+  ``G = (1/m) sum_i g_i g_i^T`` with ``g_i = m * dloss/dy_i`` the gradient of term
+  ``i``'s own loss. ``loss_average=None`` (a summed loss) leaves them unscaled.
+  Hence ``U`` and ``G`` do not depend on the batch size.
+* Several forward/backward passes before one ``step`` (gradient accumulation) are
+  combined by a batch-size-weighted mean (a sum for ``loss_average=None``).
+
+What is kept per layer is decided by the optimizer: the capture calls
+``input_stat(layer, A)`` in the forward hook and ``grad_stat(layer, B)`` in the
+backward hook and stores only their results (e.g. ``A^T A`` for KFAC, a structured
+``Pi(K^T A^T A K)`` for SINGD), so no activation outlives its backward pass and
+nothing is recorded on other steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from optim.layers import KroneckerLayer, conv_padding
+
+KFAC_APPROXIMATIONS = ("expand", "reduce")
+LOSS_AVERAGES = ("batch", "batch+sequence", None)
+
+
+def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
+    """Layer input as the scaled matrix ``A`` with ``U = A^T A``.
+
+    Args:
+        layer: The layer.
+        x: Its input, ``[B, ..., d_in]`` (linear) or ``[B, C, H, W]`` (conv2d).
+        kfac_approx: ``"expand"`` or ``"reduce"``.
+
+    Returns:
+        ``A`` of shape ``rows x d_in`` (bias column included).
+    """
+    x = x.detach()
+    if layer.kind == "conv2d":
+        rows = _conv_patches(layer.module, x, kfac_approx)
+    elif kfac_approx == "expand" or x.dim() == 2:
+        rows = x.reshape(-1, x.shape[-1])
+    else:
+        rows = x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
+    if layer.bias is not None:
+        rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
+    return rows / math.sqrt(rows.shape[0])
+
+
+def grad_output_matrix(
+    layer: KroneckerLayer, grad: Tensor, kfac_approx: str, loss_average: str | None
+) -> Tensor:
+    """Output gradient as the scaled matrix ``B`` with ``G = B^T B``.
+
+    Args:
+        layer: The layer.
+        grad: Gradient w.r.t. its output, ``[B, ..., d_out]`` or ``[B, C, H, W]``.
+        kfac_approx: ``"expand"`` or ``"reduce"``.
+        loss_average: ``"batch"``, ``"batch+sequence"`` or ``None`` (see module doc).
+
+    Returns:
+        ``B`` of shape ``rows x d_out``.
+    """
+    grad = grad.detach()
+    if layer.kind == "conv2d":
+        grad = grad.flatten(start_dim=2).transpose(1, 2)  # [B, locations, C_out]
+    else:
+        grad = grad.reshape(grad.shape[0], -1, grad.shape[-1])  # [B, positions, d_out]
+    batch_size, locations = grad.shape[0], grad.shape[1]
+    if kfac_approx == "expand":
+        rows = grad.reshape(-1, grad.shape[-1])
+    else:
+        rows = grad.sum(dim=1)
+    if loss_average is None:
+        return rows
+    loss_terms = batch_size * (locations if loss_average == "batch+sequence" else 1)
+    return rows * math.sqrt(loss_terms)
+
+
+def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
+    """Unfolded conv input: ``[B*L, C*kh*kw]`` (expand) or its mean over ``L`` (reduce)."""
+    padding = conv_padding(conv)
+    if kfac_approx == "expand":
+        patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    # reduce: mean over output locations of each kernel offset's input slice
+    x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
+    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    means = [
+        x[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+        .mean(dim=(2, 3))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return torch.stack(means, dim=2).reshape(x.shape[0], -1)  # [B, C*kh*kw], unfold order
+
+
+class _RunningMean:
+    """Batch-size-weighted mean (or sum) of statistics over forward/backward passes."""
+
+    def __init__(self, average: bool) -> None:
+        self.average = average
+        self.value: Any = None
+        self.count = 0
+
+    def add(self, value: Any, count: int) -> None:
+        if self.value is None:
+            self.value, self.count = value, count
+            return
+        if self.average:
+            old = self.count / (self.count + count)
+            self.value = self.value * old + value * (1.0 - old)
+        else:
+            self.value = self.value + value
+        self.count += count
+
+
+class CurvatureCapture:
+    """Forward and backward hooks that record Kronecker statistics per layer.
+
+    Args:
+        layers: The layers to hook (name -> layer).
+        kfac_approx: ``"expand"`` or ``"reduce"``.
+        loss_average: ``"batch"``, ``"batch+sequence"`` or ``None``.
+        input_stat: Maps ``(layer, A)`` to the statistic kept for the input side.
+        grad_stat: Maps ``(layer, B)`` to the statistic kept for the output side.
+        is_active: Called in every forward pass; statistics are recorded only when it
+            returns True (the optimizer's update steps) and gradients are enabled.
+    """
+
+    def __init__(
+        self,
+        layers: dict[str, KroneckerLayer],
+        kfac_approx: str,
+        loss_average: str | None,
+        input_stat: Callable[[KroneckerLayer, Tensor], Any],
+        grad_stat: Callable[[KroneckerLayer, Tensor], Any],
+        is_active: Callable[[], bool],
+    ) -> None:
+        self.layers = layers
+        self.kfac_approx = kfac_approx
+        self.loss_average = loss_average
+        self.input_stat = input_stat
+        self.grad_stat = grad_stat
+        self.is_active = is_active
+        self._inputs: dict[str, _RunningMean] = {}
+        self._grads: dict[str, _RunningMean] = {}
+        self._handles = [
+            layer.module.register_forward_hook(self._make_hook(layer)) for layer in layers.values()
+        ]
+
+    def _make_hook(self, layer: KroneckerLayer) -> Callable[..., None]:
+        def forward_hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Any) -> None:
+            if not (torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad):
+                return
+            if not self.is_active():
+                return
+            a = input_matrix(layer, inputs[0], self.kfac_approx)
+            batch_size = inputs[0].shape[0]
+            input_value = self.input_stat(layer, a)
+            del a
+
+            def backward_hook(grad: Tensor) -> None:
+                b = grad_output_matrix(layer, grad, self.kfac_approx, self.loss_average)
+                average = self.loss_average is not None
+                self._inputs.setdefault(layer.name, _RunningMean(average)).add(input_value, batch_size)
+                self._grads.setdefault(layer.name, _RunningMean(average)).add(
+                    self.grad_stat(layer, b), batch_size
+                )
+
+            output.register_hook(backward_hook)
+
+        return forward_hook
+
+    def has_stats(self, name: str) -> bool:
+        """Whether statistics of layer ``name`` were recorded since the last ``pop``."""
+        return name in self._inputs and name in self._grads
+
+    def pop(self, name: str) -> tuple[Any, Any] | None:
+        """Return and forget the recorded (input, output-gradient) statistics.
+
+        Args:
+            name: Layer name.
+
+        Returns:
+            The pair, or ``None`` if nothing was recorded.
+        """
+        if not self.has_stats(name):
+            self._inputs.pop(name, None)
+            self._grads.pop(name, None)
+            return None
+        return self._inputs.pop(name).value, self._grads.pop(name).value
+
+    def clear(self) -> None:
+        """Forget every recorded statistic."""
+        self._inputs.clear()
+        self._grads.clear()
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
