@@ -8,7 +8,8 @@ LAUNCHER ?= basic
 DATA ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench reproduce-fig1 reproduce-fig6 reproduce-fig7 \
+
+.PHONY: install demo test test-slow lint format train-ddp bench reproduce-fig1 reproduce-fig6 reproduce-fig7 \
         reproduce-tables reproduce-rkfac figures fashion-mnist clean
 
 install: $(STAMP)
@@ -40,5 +41,13 @@ format: $(STAMP)
 fashion-mnist: $(STAMP)
 	$(PY) -m data.fetch fashion_mnist --root $(or $(ROOT),data_root)
 
+# Data-parallel training: make train-ddp NPROC=2 ARGS="optimizer=singd_diagonal data=cifar10"
+NPROC ?= 2
+ARGS ?=
+train-ddp: $(STAMP)
+	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) -m experiments.train trainer.distributed=true $(ARGS)
+
 clean:
 	rm -rf outputs multirun results/demo
+
+-include reproduce.mk

@@ -94,15 +94,27 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ngd_hash", config_hash)
 
 
-def _number(cfg: DictConfig, key: str, low: float, *, integer: bool = False, low_open: bool = False,
-            high: float | None = None, optional: bool = False) -> None:
+def _number(
+    cfg: DictConfig,
+    key: str,
+    low: float,
+    *,
+    integer: bool = False,
+    low_open: bool = False,
+    high: float | None = None,
+    optional: bool = False,
+) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None and optional:
         return
     kind = "an integer" if integer else "a number"
     bound = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not ok_type
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise ConfigError(key, value, f"must be {kind} {bound}")
     if (value <= low if low_open else value < low) or (high is not None and value > high):
         raise ConfigError(key, value, f"must be {kind} {bound}")
@@ -136,8 +148,9 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "trainer.schedule.step_epochs", 1, integer=True)
     _number(cfg, "trainer.schedule.gamma", 0.0, low_open=True)
     if cfg.trainer.schedule.name == "piecewise" and not cfg.trainer.schedule.table:
-        raise ConfigError("trainer.schedule.table", None,
-                          "schedule 'piecewise' needs a table [[epoch, lr], ...]")
+        raise ConfigError(
+            "trainer.schedule.table", None, "schedule 'piecewise' needs a table [[epoch, lr], ...]"
+        )
     for key in ("deterministic", "resume", "skip_if_done", "distributed", "checkpoint"):
         _choice(cfg, f"trainer.{key}", [True, False])
     _choice(cfg, "logger.name", ["none", "wandb"])

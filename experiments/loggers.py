@@ -36,20 +36,32 @@ class WandbLogger:
         config: Resolved config as a plain dict.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, run_name: str, config: dict[str, Any]
+    ) -> None:
         import wandb
 
         self._wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")
-        kwargs = dict(project=cfg.project, entity=cfg.entity, name=run_name, dir=str(run_dir),
-                      config=config, tags=list(cfg.tags or []), reinit="finish_previous")
+        kwargs = dict(
+            project=cfg.project,
+            entity=cfg.entity,
+            name=run_name,
+            dir=str(run_dir),
+            config=config,
+            tags=list(cfg.tags or []),
+            reinit="finish_previous",
+        )
         try:
-            self.run = wandb.init(mode=cfg.mode, settings=wandb.Settings(init_timeout=cfg.init_timeout_s),
-                                  **kwargs)
+            self.run = wandb.init(
+                mode=cfg.mode, settings=wandb.Settings(init_timeout=cfg.init_timeout_s), **kwargs
+            )
         except Exception as error:  # noqa: BLE001 - any failure to reach the server
             if cfg.mode != "online":
                 raise
-            warnings.warn(f"wandb online init failed ({error}); logging offline instead", stacklevel=2)
+            warnings.warn(
+                f"wandb online init failed ({error}); logging offline instead", stacklevel=2
+            )
             self.run = wandb.init(mode="offline", **kwargs)
 
     def log(self, row: dict[str, Any], step: int) -> None:

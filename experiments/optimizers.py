@@ -16,8 +16,12 @@ from torch import nn
 
 from experiments.config import ConfigError
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-           "float64": torch.float64}
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
 _DTYPE_KEYS = ("factor_dtype", "preconditioner_dtype")
 
 
@@ -39,7 +43,9 @@ def optimizer_class(family: str) -> type[torch.optim.Optimizer]:
         from optim.seng import SENG  # type: ignore[import-not-found]
 
         return SENG
-    raise ConfigError("optimizer.family", family, "allowed values are sgd, adamw, kfac, singd, seng")
+    raise ConfigError(
+        "optimizer.family", family, "allowed values are sgd, adamw, kfac, singd, seng"
+    )
 
 
 def optimizer_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -52,7 +58,9 @@ def optimizer_kwargs(cfg: DictConfig) -> dict[str, Any]:
         value = kwargs.get(key)
         if isinstance(value, str):
             if value not in _DTYPES:
-                raise ConfigError(f"optimizer.{key}", value, f"allowed values are {sorted(_DTYPES)} or null")
+                raise ConfigError(
+                    f"optimizer.{key}", value, f"allowed values are {sorted(_DTYPES)} or null"
+                )
             kwargs[key] = _DTYPES[value]
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
@@ -80,8 +88,9 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     unknown = sorted(k for k in kwargs if k not in accepted)
     if unknown:
         allowed = sorted(k for k in accepted if k not in ("self", "params", "model"))
-        raise ConfigError(f"optimizer.{unknown[0]}", kwargs[unknown[0]],
-                          f"{cls.__name__} takes {allowed}")
+        raise ConfigError(
+            f"optimizer.{unknown[0]}", kwargs[unknown[0]], f"{cls.__name__} takes {allowed}"
+        )
     try:
         if cfg.family in ("sgd", "adamw"):
             return cls([p for p in model.parameters() if p.requires_grad], **kwargs)

@@ -27,8 +27,16 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
-_PACKAGES = ("torch", "torchvision", "timm", "torch-geometric", "hydra-core", "wandb", "numpy",
-             "ngdbench")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "torch-geometric",
+    "hydra-core",
+    "wandb",
+    "numpy",
+    "ngdbench",
+)
 _RUN_FILES = (CHECKPOINT, SUMMARY, METRICS, CONFIG)
 
 
@@ -37,11 +45,14 @@ class RunDirectory:
 
     Args:
         path: The directory (Hydra's output directory).
+        writable: False on data-parallel ranks other than 0: every write is skipped.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, writable: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.writable = writable
+        if writable:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def has_run(self) -> bool:
         """Whether an earlier run already wrote its files here."""
@@ -49,7 +60,7 @@ class RunDirectory:
 
     def archive_previous(self) -> Path | None:
         """Move an earlier run's files into ``previous-<time>/`` (nothing is lost)."""
-        if not self.has_run():
+        if not self.writable or not self.has_run():
             return None
         target = self.path / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         target.mkdir()
@@ -65,10 +76,14 @@ class RunDirectory:
 
     def write_config(self, cfg: DictConfig) -> None:
         """Write the resolved config."""
+        if not self.writable:
+            return
         (self.path / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one JSON line to ``metrics.jsonl``."""
+        if not self.writable:
+            return
         with open(self.path / METRICS, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
@@ -81,17 +96,23 @@ class RunDirectory:
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop rows logged after ``last_step`` (written after the last checkpoint)."""
+        if not self.writable:
+            return
         rows = [row for row in self.read_metrics() if row["step"] <= last_step]
         (self.path / METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
+        if not self.writable:
+            return
         tmp = self.path / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str))
         tmp.replace(self.path / SUMMARY)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Save atomically (a kill mid-write leaves the previous checkpoint intact)."""
+        if not self.writable:
+            return
         tmp = self.path / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(self.path / CHECKPOINT)
@@ -109,8 +130,12 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": _to_plain(random.getstate()),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -123,9 +148,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["pos"], numpy_state["has_gauss"],
-                         numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -142,10 +173,19 @@ def environment_info(device: torch.device) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     commit, dirty = None, None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         pass

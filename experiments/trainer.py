@@ -24,10 +24,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from experiments.config import ConfigError, validate_config
-from experiments.loggers import build_logger
+from experiments.distributed import DistContext, all_finite, init_distributed, shutdown
+from experiments.loggers import NullLogger, build_logger
 from experiments.optimizers import build_optimizer
 from experiments.rundir import RunDirectory, environment_info, rng_state, set_rng_state
 from experiments.schedules import Schedule
@@ -50,7 +53,13 @@ class Setup:
     test_loader: Any = None
     steps_per_epoch: int = 1
     epochs: int = 1
+    dist: DistContext = field(default_factory=DistContext)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def plain_model(self) -> nn.Module:
+        """The model without its DistributedDataParallel wrapper."""
+        return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,6 +103,9 @@ def build(cfg: DictConfig) -> Setup:
 
     validate_config(cfg)
     device = resolve_device(cfg.trainer.device)
+    context = init_distributed(cfg.trainer.distributed, cfg.trainer.device, cfg.trainer.batch_size)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
     seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     assert isinstance(data_cfg, dict)
@@ -104,24 +116,58 @@ def build(cfg: DictConfig) -> Setup:
     except ValueError as error:
         raise ConfigError.wrap(f"data={cfg.data.name}", error) from error
     try:
-        model = build_model(cfg.model.name, num_classes=bundle.num_classes,
-                            input_shape=bundle.input_shape, **model_kwargs(cfg))
+        model = build_model(
+            cfg.model.name,
+            num_classes=bundle.num_classes,
+            input_shape=bundle.input_shape,
+            **model_kwargs(cfg),
+        )
     except (ValueError, TypeError) as error:
         raise ConfigError.wrap(f"model={cfg.model.name}", error) from error
     model.to(device)
+    if context.enabled:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = build_optimizer(cfg.optimizer, model)
-    setup = Setup(cfg, device, bundle, model, optimizer)
+    setup = Setup(cfg, device, bundle, model, optimizer, dist=context)
     epochs = cfg.trainer.epochs
     if cfg.trainer.max_epochs is not None:
         epochs = min(epochs, cfg.trainer.max_epochs)
     setup.epochs = epochs
     if bundle.kind == "image":
-        setup.train_loader = lambda epoch: make_loader(
-            bundle.train, cfg.trainer.batch_size, shuffle=True,
-            seed=cfg.trainer.seed * 100_003 + epoch, drop_last=len(bundle.train) > cfg.trainer.batch_size,
-            num_workers=cfg.trainer.num_workers)
-        setup.test_loader = make_loader(bundle.test, cfg.trainer.eval_batch_size, shuffle=False,
-                                        seed=cfg.trainer.seed, num_workers=cfg.trainer.num_workers)
+        batch = cfg.trainer.batch_size // context.world_size
+
+        def train_loader(epoch: int) -> Any:
+            sampler = None
+            if context.enabled:
+                sampler = DistributedSampler(
+                    bundle.train,
+                    context.world_size,
+                    context.rank,
+                    shuffle=True,
+                    seed=cfg.trainer.seed,
+                    drop_last=True,
+                )
+                sampler.set_epoch(epoch)
+            return make_loader(
+                bundle.train,
+                batch,
+                shuffle=True,
+                sampler=sampler,
+                seed=cfg.trainer.seed * 100_003 + epoch,
+                drop_last=len(bundle.train) > cfg.trainer.batch_size,
+                num_workers=cfg.trainer.num_workers,
+            )
+
+        setup.train_loader = train_loader
+        setup.test_loader = make_loader(
+            bundle.test,
+            cfg.trainer.eval_batch_size,
+            shuffle=False,
+            seed=cfg.trainer.seed,
+            num_workers=cfg.trainer.num_workers,
+        )
         setup.steps_per_epoch = len(setup.train_loader(0))
     if bundle.synthetic:
         setup.notes.append(bundle.note)
@@ -157,10 +203,14 @@ class Trainer:
         self.s = setup
         self.cfg = setup.cfg
         self.run_dir = run_dir
-        self.autocast = (torch.autocast(setup.device.type, dtype=torch.bfloat16)
-                         if self.cfg.trainer.precision == "bf16" else nullcontext())
-        self.schedule = Schedule(self.cfg.trainer.schedule, self.cfg.optimizer.lr,
-                                 setup.steps_per_epoch, setup.epochs)
+        self.autocast = (
+            torch.autocast(setup.device.type, dtype=torch.bfloat16)
+            if self.cfg.trainer.precision == "bf16"
+            else nullcontext()
+        )
+        self.schedule = Schedule(
+            self.cfg.trainer.schedule, self.cfg.optimizer.lr, setup.steps_per_epoch, setup.epochs
+        )
         self.step = 0
         self.start_epoch = 0
         self.train_time = 0.0
@@ -169,19 +219,22 @@ class Trainer:
         self._losses: list[float] = []
 
     # ----- one step / one evaluation -------------------------------------------------
-    def _loss(self, batch: Any, train: bool) -> tuple[torch.Tensor, int, int]:
+    def _loss(
+        self, batch: Any, train: bool, model: nn.Module | None = None
+    ) -> tuple[torch.Tensor, int, int]:
         """Loss, number of errors and number of samples of a batch (or the graph)."""
+        model = self.s.model if model is None else model
         smoothing = self.cfg.trainer.label_smoothing if train else 0.0
         if self.s.bundle.kind == "graph":
             graph = self.s.bundle.graph
             mask = graph.train_mask if train else graph.test_mask
             with self.autocast:
-                logits = self.s.model(graph.x, graph.edge_index)
+                logits = model(graph.x, graph.edge_index)
             logits, target = logits[mask].float(), graph.y[mask]
         else:
             inputs, target = (t.to(self.s.device, non_blocking=True) for t in batch)
             with self.autocast:
-                logits = self.s.model(inputs)
+                logits = model(inputs)
             logits = logits.float()
         loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
         errors = int((logits.argmax(dim=1) != target).sum())
@@ -192,7 +245,7 @@ class Trainer:
         self.schedule.apply(self.s.optimizer, self.step)
         self.s.model.train()
         loss, _, _ = self._loss(batch, train=True)
-        if not torch.isfinite(loss):
+        if not all_finite(loss.detach(), self.s.dist):
             raise Diverged(f"loss {loss.item()} at step {self.step}")
         loss.backward()
         self.s.optimizer.step()
@@ -207,7 +260,7 @@ class Trainer:
         total_loss, total_errors, total = 0.0, 0, 0
         batches = [None] if self.s.bundle.kind == "graph" else self.s.test_loader
         for batch in batches:
-            loss, errors, count = self._loss(batch, train=False)
+            loss, errors, count = self._loss(batch, train=False, model=self.s.plain_model)
             total_loss += loss.item() * count
             total_errors += errors
             total += count
@@ -215,6 +268,9 @@ class Trainer:
 
     # ----- bookkeeping ----------------------------------------------------------------
     def _log_eval(self, epoch: float, logger: Any) -> dict[str, Any]:
+        if not self.s.dist.is_main:  # rank 0 evaluates and writes for everyone
+            self._losses = []
+            return {}
         test_loss, test_error = self.evaluate()
         if not math.isfinite(test_loss):
             raise Diverged(f"test loss {test_loss} at step {self.step}")
@@ -238,20 +294,24 @@ class Trainer:
         return row
 
     def _checkpoint(self, epoch: int) -> None:
-        self.run_dir.save_checkpoint({
-            "model": self.s.model.state_dict(),
-            "optimizer": self.s.optimizer.state_dict(),
-            "rng": rng_state(),
-            "step": self.step,
-            "epoch": epoch,
-            "train_time_s": self.train_time,
-            "best_test_error": self.best_error,
-            "last_eval": self.last_eval,
-        })
+        if not self.s.dist.is_main:
+            return
+        self.run_dir.save_checkpoint(
+            {
+                "model": self.s.plain_model.state_dict(),
+                "optimizer": self.s.optimizer.state_dict(),
+                "rng": rng_state(),
+                "step": self.step,
+                "epoch": epoch,
+                "train_time_s": self.train_time,
+                "best_test_error": self.best_error,
+                "last_eval": self.last_eval,
+            }
+        )
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint written by :meth:`_checkpoint`."""
-        self.s.model.load_state_dict(checkpoint["model"])
+        self.s.plain_model.load_state_dict(checkpoint["model"])
         self.s.optimizer.load_state_dict(checkpoint["optimizer"])
         set_rng_state(checkpoint["rng"])
         self.step = checkpoint["step"]
@@ -271,8 +331,13 @@ class Trainer:
         try:
             for epoch in range(self.start_epoch, self.s.epochs):
                 batches = [None] if self.s.bundle.kind == "graph" else self.s.train_loader(epoch)
-                bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.s.epochs}", leave=False,
-                           disable=None, dynamic_ncols=True)
+                bar = tqdm(
+                    batches,
+                    desc=f"epoch {epoch + 1}/{self.s.epochs}",
+                    leave=False,
+                    disable=None,
+                    dynamic_ncols=True,
+                )
                 for batch in bar:
                     start = time.perf_counter()
                     loss = self.train_step(batch)
@@ -309,7 +374,13 @@ def run(cfg: DictConfig, run_path: str | Path) -> float:
         The final test error (NaN for a diverged run) — the objective of sweeps.
     """
     setup = build(cfg)
-    run_dir = RunDirectory(run_path)
+    try:
+        return _train(cfg, setup, RunDirectory(run_path, writable=setup.dist.is_main))
+    finally:
+        shutdown(setup.dist)
+
+
+def _train(cfg: DictConfig, setup: Setup, run_dir: RunDirectory) -> float:
     done = run_dir.summary()
     if cfg.trainer.skip_if_done and done and done.get("status") == "ok":
         print(f"skipping finished run {run_dir.path} (summary.json status ok)")
@@ -327,7 +398,11 @@ def run(cfg: DictConfig, run_path: str | Path) -> float:
         print(f"resumed from {run_dir.path / 'checkpoint.pt'} at epoch {trainer.start_epoch}")
     for note in setup.notes:
         print(f"note: {note}")
-    logger = build_logger(cfg.logger, run_dir.path, cfg.run_name, resolved)
+    logger = (
+        build_logger(cfg.logger, run_dir.path, cfg.run_name, resolved)
+        if setup.dist.is_main
+        else NullLogger()
+    )
     wall_start = time.perf_counter()
     status = "failed"
     summary: dict[str, Any] = {}
@@ -360,5 +435,7 @@ def run(cfg: DictConfig, run_path: str | Path) -> float:
         }
         run_dir.write_summary(summary)
         logger.finish(summary)
-    print(f"run {status}: final test error {summary['final_test_error']:.4f}; files in {run_dir.path}")
+    print(
+        f"run {status}: final test error {summary['final_test_error']:.4f}; files in {run_dir.path}"
+    )
     return float(summary["final_test_error"])
