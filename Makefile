@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev,sweep]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -51,3 +51,4 @@ clean:
 	rm -rf outputs multirun results/demo
 
 -include reproduce.mk
+-include sweep.mk
