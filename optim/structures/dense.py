@@ -1,0 +1,54 @@
+"""Dense structure: no sparsity, the identity projection (INGD / IKFAC)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from optim.structures.base import StructuredMatrix
+
+
+class Dense(StructuredMatrix):
+    """Dense d x d matrix (stored: ``mat``, d^2 entries; no options).
+
+    The projection map is the identity, so SINGD with dense factors is INGD.
+    """
+
+    name = "dense"
+    tensor_names = ("mat",)
+
+    mat: Tensor
+
+    @classmethod
+    def tensor_shapes(cls, dim: int, options: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        return {"mat": (dim, dim)}
+
+    @classmethod
+    def _project(cls, sym: Tensor, options: dict[str, int]) -> dict[str, Tensor]:
+        return {"mat": sym.clone()}
+
+    @classmethod
+    def _project_inner(cls, x: Tensor, options: dict[str, int]) -> dict[str, Tensor]:
+        return {"mat": x @ x.T}
+
+    def to_dense(self) -> Tensor:
+        return self.mat.clone()
+
+    def trace(self) -> Tensor:
+        return self.mat.diagonal().sum()
+
+    def add_identity(self, value: float | Tensor = 1.0) -> Dense:
+        mat = self.mat.clone()
+        mat.diagonal().add_(value)
+        return self._like({"mat": mat})
+
+    def _matmul_structured(self, other: Dense) -> Dense:
+        return self._like({"mat": self.mat @ other.mat})
+
+    def _matmul_dense(self, mat: Tensor) -> Tensor:
+        return self.mat @ mat
+
+    def _rmatmul_dense(self, mat: Tensor) -> Tensor:
+        return mat @ self.mat
+
+    def _gram_self(self) -> Dense:
+        return self._like({"mat": self.mat.T @ self.mat})
