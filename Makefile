@@ -52,3 +52,4 @@ clean:
 
 -include reproduce.mk
 -include sweep.mk
+-include bench.mk
