@@ -6,6 +6,8 @@ reproduces it without saving scheduler state.
 * ``cosine``: ``lr * 0.5 (1 + cos(pi t / total))`` over all steps (after warm-up).
 * ``step``: ``lr * gamma ** (epoch // step_epochs)`` (SINGD paper: VGG, ConvMixer).
 * ``constant``: ``lr`` (GCN).
+* ``poly``: ``lr * (1 - t / poly_epochs) ** poly_power`` with ``t`` the fractional epoch
+  after the step (SENG's reference "exp" scheme: ``poly_epochs=75, poly_power=6``).
 * ``piecewise``: a table ``[[epoch, lr], ...]``, the last entry whose epoch <= the
   current one wins (the randomized K-FAC paper's lr schedule).
 * ``hyper_tables``: the same piecewise rule for any other optimizer hyperparameter
@@ -61,6 +63,9 @@ class Schedule:
             value = self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         elif name == "step":
             value = self.base_lr * self.cfg.gamma ** (epoch // self.cfg.step_epochs)
+        elif name == "poly":
+            progress = min(1.0, (step + 1) / self.steps_per_epoch / self.cfg.poly_epochs)
+            value = self.base_lr * (1.0 - progress) ** self.cfg.poly_power
         elif name == "piecewise":
             value = float(piecewise(self.cfg.table, epoch))
         else:

@@ -436,7 +436,6 @@ def _train(cfg: DictConfig, setup: Setup, run_dir: RunDirectory) -> float:
         run_dir.write_summary(summary)
         logger.finish(summary)
     if setup.dist.is_main:
-        print(
-            f"run {status}: final test error {summary['final_test_error']:.4f}; files in {run_dir.path}"
-        )
+        error = summary["final_test_error"]
+        print(f"run {status}: final test error {error:.4f}; files in {run_dir.path}")
     return float(summary["final_test_error"])

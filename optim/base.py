@@ -24,8 +24,16 @@ from optim.capture import KFAC_APPROXIMATIONS, LOSS_AVERAGES, CurvatureCapture
 from optim.layers import KroneckerLayer, find_layers, unsupported_reason
 
 
-def check_number(name: str, value: Any, low: float, high: float | None = None, *,
-                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+def check_number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` lies in the interval.
 
     Args:
@@ -83,8 +91,9 @@ class KroneckerOptimizer(Optimizer):
         loss_average: ``"batch"``, ``"batch+sequence"`` or ``None``.
     """
 
-    def __init__(self, model: nn.Module, defaults: dict[str, Any], kfac_approx: str,
-                 loss_average: str | None) -> None:
+    def __init__(
+        self, model: nn.Module, defaults: dict[str, Any], kfac_approx: str, loss_average: str | None
+    ) -> None:
         check_number("lr", defaults["lr"], 0.0)
         check_number("momentum", defaults["momentum"], 0.0, 1.0, high_open=True)
         check_number("weight_decay", defaults["weight_decay"], 0.0)
@@ -97,15 +106,22 @@ class KroneckerOptimizer(Optimizer):
         params = list({id(p): p for p in net.parameters() if p.requires_grad}.values())
         if not params:
             raise ValueError("model has no trainable parameters")
-        super().__init__(params, {**defaults, "kfac_approx": kfac_approx,
-                                  "loss_average": loss_average})
+        super().__init__(
+            params, {**defaults, "kfac_approx": kfac_approx, "loss_average": loss_average}
+        )
         preconditioned = {id(p) for layer in self.layers.values() for p in layer.params}
         self.plain_params = [p for p in params if id(p) not in preconditioned]
         self._plain_reasons = self._explain_plain(net, preconditioned)
         self.step_count = 0
         self.layer_state: dict[str, dict[str, Any]] = {}
-        self.capture = CurvatureCapture(self.layers, kfac_approx, loss_average, self._input_stat,
-                                        self._grad_stat, self._is_update_step)
+        self.capture = CurvatureCapture(
+            self.layers,
+            kfac_approx,
+            loss_average,
+            self._input_stat,
+            self._grad_stat,
+            self._is_update_step,
+        )
 
     # ----- hooks for subclasses ---------------------------------------------------------
     def _input_stat(self, layer: KroneckerLayer, a: Tensor) -> Any:
@@ -165,14 +181,19 @@ class KroneckerOptimizer(Optimizer):
         world = distributed_world_size()
         if world == 1 or not tensors:
             return
-        flat = torch.cat([t.reshape(-1).float() for t in tensors])
-        dist.all_reduce(flat)
-        if self.hyper["loss_average"] is not None:
-            flat /= world
-        offset = 0
-        for tensor in tensors:
-            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
-            offset += tensor.numel()
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for tensor in tensors:  # one flat all-reduce per dtype (bf16 sums in float32)
+            by_dtype.setdefault(tensor.dtype, []).append(tensor)
+        for dtype, group in by_dtype.items():
+            wire = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+            flat = torch.cat([t.reshape(-1).to(wire) for t in group])
+            dist.all_reduce(flat)
+            if self.hyper["loss_average"] is not None:
+                flat /= world
+            offset = 0
+            for tensor in group:
+                tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
 
     # ----- reporting --------------------------------------------------------------------
     def _explain_plain(self, net: nn.Module, preconditioned: set[int]) -> dict[int, str]:
@@ -205,8 +226,13 @@ class KroneckerOptimizer(Optimizer):
         return rows
 
     def _describe_row(self, param: nn.Parameter, preconditioned: bool, how: str) -> dict[str, Any]:
-        return {"name": self._param_names.get(id(param), "?"), "shape": tuple(param.shape),
-                "numel": param.numel(), "preconditioned": preconditioned, "how": how}
+        return {
+            "name": self._param_names.get(id(param), "?"),
+            "shape": tuple(param.shape),
+            "numel": param.numel(),
+            "preconditioned": preconditioned,
+            "how": how,
+        }
 
     def preconditioned_fraction(self) -> float:
         """Fraction of trainable parameter entries that are preconditioned."""

@@ -22,7 +22,8 @@ Conventions (identical to the authors' ``singd`` 0.0.5; empirical Fisher):
   ``i``'s own loss. ``loss_average=None`` (a summed loss) leaves them unscaled.
   Hence ``U`` and ``G`` do not depend on the batch size.
 * Several forward/backward passes before one ``step`` (gradient accumulation) are
-  combined by a batch-size-weighted mean (a sum for ``loss_average=None``).
+  combined by a batch-size-weighted mean (for ``loss_average=None`` the output side
+  is summed, like the gradients; ``U`` stays a mean).
 
 What is kept per layer is decided by the optimizer: the capture calls
 ``input_stat(layer, A)`` in the forward hook and ``grad_stat(layer, B)`` in the
@@ -112,8 +113,12 @@ def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
     out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
     out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
     means = [
-        x[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
-        .mean(dim=(2, 3))
+        x[
+            :,
+            :,
+            i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
+            j * dw : j * dw + sw * (out_w - 1) + 1 : sw,
+        ].mean(dim=(2, 3))
         for i in range(kh)
         for j in range(kw)
     ]
@@ -176,7 +181,9 @@ class CurvatureCapture:
 
     def _make_hook(self, layer: KroneckerLayer) -> Callable[..., None]:
         def forward_hook(module: torch.nn.Module, inputs: tuple[Tensor, ...], output: Any) -> None:
-            if not (torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad):
+            if not (
+                torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad
+            ):
                 return
             if not self.is_active():
                 return
@@ -187,8 +194,9 @@ class CurvatureCapture:
 
             def backward_hook(grad: Tensor) -> None:
                 b = grad_output_matrix(layer, grad, self.kfac_approx, self.loss_average)
+                # U is a mean over rows in every pass; G is a sum for a summed loss.
                 average = self.loss_average is not None
-                self._inputs.setdefault(layer.name, _RunningMean(average)).add(input_value, batch_size)
+                self._inputs.setdefault(layer.name, _RunningMean(True)).add(input_value, batch_size)
                 self._grads.setdefault(layer.name, _RunningMean(average)).add(
                     self.grad_stat(layer, b), batch_size
                 )
