@@ -45,6 +45,7 @@ fashion-mnist: $(STAMP)
 NPROC ?= 2
 ARGS ?=
 train-ddp: $(STAMP)
+	$(PY) -m experiments.distributed --nproc $(NPROC) trainer.distributed=true $(ARGS) && \
 	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) -m experiments.train trainer.distributed=true $(ARGS)
 
 clean:
