@@ -155,8 +155,10 @@ def main() -> None:
     ]
     for label, run_dir in results.items():
         s = json.loads((run_dir / "summary.json").read_text())
+        error = s["final_test_error"]
+        error_text = "-" if error is None else f"{error:.4f}"
         lines.append(
-            f"| {label} | {s['status']} | {s['final_test_error']:.4f} | "
+            f"| {label} | {s['status']} | {error_text} | "
             f"{s['optimizer_state_bytes'] / 2**20:.2f} | {s['step_time_s']:.3f} |"
         )
     table.write_text("\n".join(lines) + "\n")

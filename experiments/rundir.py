@@ -62,7 +62,10 @@ class RunDirectory:
         """Move an earlier run's files into ``previous-<time>/`` (nothing is lost)."""
         if not self.writable or not self.has_run():
             return None
-        target = self.path / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        stamp = f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        target, count = self.path / stamp, 1
+        while target.exists():  # archived twice within a second by this process
+            target, count = self.path / f"{stamp}-{count}", count + 1
         target.mkdir()
         for name in (*_RUN_FILES, "wandb"):
             if (self.path / name).exists():

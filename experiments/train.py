@@ -18,7 +18,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import ConfigError, check_group_overrides, register_resolvers
+from experiments.config import (
+    CONF_DIR,
+    GROUPS,
+    ConfigError,
+    check_group_overrides,
+    register_resolvers,
+    validate_config,
+)
 
 register_resolvers()
 
@@ -29,7 +36,16 @@ def _remove_if_empty_run(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _fail(error: Exception | str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
+    lines = (line.strip() for line in str(error).splitlines())
+    print(f"error: {' '.join(line for line in lines if line)}", file=sys.stderr)
+    sys.exit(2)
+
+
+# An absolute config path: a relative one resolves against the calling module and fails
+# when main()/cli() are called from anywhere but `python -m experiments.train`.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra task function: one training run."""
     from experiments.trainer import run
@@ -39,15 +55,17 @@ def main(cfg: DictConfig) -> float:
         return run(cfg, run_path)
     except ConfigError as error:
         _remove_if_empty_run(run_path)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error)
 
 
 def precheck(argv: list[str]) -> None:
     """Compose the config once before Hydra does, to turn its errors into one line.
 
-    Unknown group options and unknown keys are reported as ``error: ...`` with exit
-    code 2. Multiruns and Hydra flags (``-m``, ``--cfg``, ...) are left to Hydra.
+    Unknown group options, unknown keys and bad values (:func:`validate_config`, a CUDA
+    device without a GPU) are reported as ``error: ...`` with exit code 2 before Hydra
+    creates the run directory, which may be an earlier run's: keys outside the run
+    hash (``trainer.eval_batch_size``, ...) map a bad config onto a finished run's
+    directory. Multiruns and Hydra flags (``-m``, ``--cfg``, ...) are left to Hydra.
 
     Args:
         argv: Command-line arguments without the program name.
@@ -55,37 +73,45 @@ def precheck(argv: list[str]) -> None:
     try:
         check_group_overrides(argv)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error)
     if any(arg.startswith("-") for arg in argv):
         return
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from experiments.config import CONF_DIR
+    from experiments.trainer import resolve_device
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            compose(config_name="train", overrides=argv)
-            return
+            cfg = compose(config_name="train", overrides=argv)
         except (HydraException, OmegaConfBaseException) as error:
             message = str(error).strip().splitlines()[0]
-        for arg in argv:  # name an unknown key together with the allowed ones
-            key, _, value = arg.partition("=")
-            parent, _, leaf = key.rpartition(".")
-            if not parent or arg.startswith("+"):
-                continue
-            others = [a for a in argv if a != arg]
+        else:
             try:
-                node = OmegaConf.select(compose(config_name="train", overrides=others), parent)
-            except (HydraException, OmegaConfBaseException):
+                validate_config(cfg)
+                resolve_device(cfg.trainer.device)
+            except ConfigError as error:
+                _fail(error)
+            return
+        # Name an unknown key with its value and the allowed keys: look it up in the
+        # config composed from the group choices alone (other keys may be unknown too).
+        choices = [a for a in argv if a.partition("=")[0].lstrip("+~") in GROUPS]
+        try:
+            base = compose(config_name="train", overrides=choices)
+        except (HydraException, OmegaConfBaseException):
+            base = None
+        for arg in argv if base is not None else []:
+            key, _, value = arg.partition("=")
+            if arg.startswith(("+", "~")) or key in GROUPS or key.startswith("hydra."):
                 continue
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
             if isinstance(node, DictConfig) and leaf not in node:
-                message = f"{key}={value!r} is invalid: unknown key; {parent} has {sorted(node)}"
+                where = parent or "the top level"
+                message = f"{key}={value!r} is invalid: unknown key; {where} has {sorted(node)}"
                 break
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    _fail(message)
 
 
 def cli() -> None:
