@@ -35,7 +35,7 @@ METHODS = [
         [
             "optimizer.lr=0.05",
             "optimizer.damping=0.1",
-            "optimizer.lr_cov=0.05",
+            "optimizer.lr_cov=0.01",  # IKFAC's first-order update diverged here at 0.05
             "optimizer.kfac_approx=reduce",
         ],
     ),
@@ -100,7 +100,14 @@ def plot(results: dict[str, Path], out: Path) -> Path:
     fig, (ax_err, ax_mem) = plt.subplots(1, 2, figsize=(11, 4))
     labels, state_mb, peak_mb = [], [], []
     for label, run_dir in results.items():
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        metrics = (
+            run_dir / "metrics.jsonl"
+        )  # absent when a run diverged before its first evaluation
+        rows = (
+            [json.loads(line) for line in metrics.read_text().splitlines()]
+            if metrics.exists()
+            else []
+        )
         summary = json.loads((run_dir / "summary.json").read_text())
         ax_err.plot(
             [r["epoch"] for r in rows],
