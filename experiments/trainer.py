@@ -34,6 +34,7 @@ from experiments.loggers import NullLogger, build_logger
 from experiments.optimizers import build_optimizer
 from experiments.rundir import RunDirectory, environment_info, rng_state, set_rng_state
 from experiments.schedules import Schedule
+from experiments.spectra import SpectrumRecorder  # reproduce: factor spectra (issue 6)
 
 
 class Diverged(RuntimeError):
@@ -125,6 +126,8 @@ def build(cfg: DictConfig) -> Setup:
     except (ValueError, TypeError) as error:
         raise ConfigError.wrap(f"model={cfg.model.name}", error) from error
     model.to(device)
+    if device.type == "cuda":  # per-run peak memory, also inside a multirun process
+        torch.cuda.reset_peak_memory_stats(device)
     if context.enabled:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -217,6 +220,10 @@ class Trainer:
         self.best_error = math.inf
         self.last_eval: dict[str, Any] = {}
         self._losses: list[float] = []
+        # reproduce (issue 6): save factor eigen-spectra when trainer.spectra is set
+        self.spectra = SpectrumRecorder.from_config(
+            self.cfg.trainer.get("spectra"), run_dir.path, setup.optimizer, setup.dist.is_main
+        )
 
     # ----- one step / one evaluation -------------------------------------------------
     def _loss(
@@ -344,6 +351,8 @@ class Trainer:
                     if self.s.device.type == "cuda":
                         torch.cuda.synchronize(self.s.device)
                     self.train_time += time.perf_counter() - start
+                    if self.spectra is not None:  # reproduce (issue 6): experiments/spectra.py
+                        self.spectra.after_step(self.step)
                     self._losses.append(loss)
                     bar.set_postfix(loss=f"{loss:.4f}")
                     if eval_every and self.step % eval_every == 0:
@@ -384,7 +393,7 @@ def _train(cfg: DictConfig, setup: Setup, run_dir: RunDirectory) -> float:
     done = run_dir.summary()
     if cfg.trainer.skip_if_done and done and done.get("status") == "ok":
         print(f"skipping finished run {run_dir.path} (summary.json status ok)")
-        return float(done["final_test_error"])
+        return float(done["final_test_error"] if done["final_test_error"] is not None else math.nan)
     checkpoint = run_dir.load_checkpoint() if cfg.trainer.resume else None
     if checkpoint is None:
         archived = run_dir.archive_previous()
@@ -412,7 +421,7 @@ def _train(cfg: DictConfig, setup: Setup, run_dir: RunDirectory) -> float:
         final_error = trainer.last_eval.get("test_error", math.nan) if status == "ok" else math.nan
         summary = {
             "status": status,
-            "final_test_error": final_error,
+            "final_test_error": final_error if math.isfinite(final_error) else None,  # strict JSON
             "best_test_error": trainer.best_error if math.isfinite(trainer.best_error) else None,
             "final_test_loss": trainer.last_eval.get("test_loss"),
             "steps": trainer.step,
@@ -436,6 +445,5 @@ def _train(cfg: DictConfig, setup: Setup, run_dir: RunDirectory) -> float:
         run_dir.write_summary(summary)
         logger.finish(summary)
     if setup.dist.is_main:
-        error = summary["final_test_error"]
-        print(f"run {status}: final test error {error:.4f}; files in {run_dir.path}")
-    return float(summary["final_test_error"])
+        print(f"run {status}: final test error {final_error:.4f}; files in {run_dir.path}")
+    return float(final_error)
