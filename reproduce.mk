@@ -47,7 +47,9 @@ EVAL_EVERY ?= $(REPRO_EVAL_$(SCALE))
 REPRO_TAG = $(SCALE)$(if $(DATA),-$(DATA))
 REPRO_DATA = $(if $(DATA),data=$(DATA))
 # The grid runner: $(REPRO_GRID) experiment=<name> hydra.sweep.dir=$(RUNS_ROOT)/<experiment>/$(REPRO_TAG) ...
+JOBS ?= 2
 REPRO_GRID = $(PY) -m experiments.train -m scale=$(SCALE) hydra/launcher=$(LAUNCHER) \
+             $(if $(filter joblib,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS)) \
              trainer.resume=true trainer.skip_if_done=true $(if $(BATCH),trainer.batch_size=$(BATCH)) \
              $(if $(EVAL_EVERY),trainer.eval_every_steps=$(EVAL_EVERY))
 
