@@ -60,15 +60,46 @@ def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
         ``A`` of shape ``rows x d_in`` (bias column included).
     """
     x = x.detach()
+    if layer.kind == "conv2d" and kfac_approx == "expand":
+        return _conv_expand_matrix(layer.module, x, with_bias=layer.bias is not None)
     if layer.kind == "conv2d":
         rows = _conv_patches(layer.module, x, kfac_approx)
     elif kfac_approx == "expand" or x.dim() == 2:
         rows = x.reshape(-1, x.shape[-1])
     else:
         rows = x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
-    if layer.bias is not None:
-        rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-    return rows / math.sqrt(rows.shape[0])
+    scale = 1.0 / math.sqrt(rows.shape[0])
+    if layer.bias is None:
+        return rows * scale
+    out = rows.new_empty(rows.shape[0], rows.shape[1] + 1)
+    torch.mul(rows, scale, out=out[:, :-1])
+    out[:, -1] = scale
+    return out
+
+
+def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Tensor:
+    """Scaled im2col of a conv input, ``[B*L, C*kh*kw (+1)]``, written in one copy.
+
+    The patches are strided views of the (scaled, padded) input, copied once into the
+    output; this is several times faster on CPU than ``F.unfold`` followed by a
+    transpose, a bias concatenation and a scaling, each a pass over the large matrix.
+    """
+    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
+    ph, pw = conv_padding(conv)
+    batch, channels = x.shape[0], x.shape[1]
+    out_h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    scale = 1.0 / math.sqrt(batch * out_h * out_w)
+    padded = F.pad(x * scale, (pw, pw, ph, ph))  # scaling the small input scales every patch
+    patches = padded.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+    patches = patches[..., ::dh, ::dw][:, :, :out_h, :out_w]  # [B, C, OH, OW, kh, kw]
+    width = channels * kh * kw
+    out = x.new_empty(batch * out_h * out_w, width + (1 if with_bias else 0))
+    target = out[:, :width].view(batch, out_h, out_w, channels, kh, kw)
+    target.copy_(patches.permute(0, 2, 3, 1, 4, 5))
+    if with_bias:
+        out[:, -1] = scale
+    return out
 
 
 def grad_output_matrix(

@@ -49,5 +49,11 @@ class Diagonal(StructuredMatrix):
     def _rmatmul_dense(self, mat: Tensor) -> Tensor:
         return mat * self.diag
 
+    def gram_projection(self, x: Tensor | None = None) -> Diagonal:
+        """``Diag(S^T x x^T S) = diag(S)^2 * rowsumsq(x)``: one pass over ``x``, no ``S^T x``."""
+        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
+            return super().gram_projection(x)  # S^T S, or the base class's shape error
+        return self._like({"diag": self.diag.square() * row_sums_of_squares(x)})
+
     def _gram_self(self) -> Diagonal:
         return self._like({"diag": self.diag.square()})
