@@ -4,8 +4,9 @@ For each model (default: CIFAR VGG16-bn and a small ViT, batch 128) and precisio
 (fp32; bf16 = autocast with bf16 factors), every method trains on one fixed
 synthetic batch. All methods live in one process, each with its own copy of the
 model (same initial weights), and are timed *interleaved*: every round runs one
-timing unit of every method (A B C ... A B C ...; the order rotates each round),
-so drift of a loaded machine hits all methods alike. Reported per method:
+timing unit of every method, each right after a unit of the AdamW reference
+(A B A C A D ...; the order rotates each round), so drift of a loaded machine
+cancels in the ratios. Reported per method:
 
 * ``iter_s``: median seconds per training iteration (forward + backward + step),
   amortised over the preconditioner schedule. ``--timing window`` (default) times
@@ -14,7 +15,8 @@ so drift of a loaded machine hits all methods alike. Reported per method:
   each kind (update / plain, and for KFAC factor-only / inverse) at a forced step
   counter and weights them by their frequency, which is the same expectation at a
   fraction of the cost. The first ``--warmup-rounds`` rounds are discarded.
-* ``iter_ratio``: median over rounds of ``iter_s / iter_s(AdamW)`` of the same round.
+* ``iter_ratio``: median over rounds of ``iter_s / iter_s(AdamW)``, where AdamW's unit
+  is timed right before the method's (A B A C A D ...), so the two are back to back.
 * ``update_s``: median time of a step that updates the preconditioner (for KFAC:
   factors and inverses) minus the median time of a plain step.
 * ``state_bytes``: optimizer state (``state_bytes()``; for torch optimizers the
@@ -156,6 +158,9 @@ class MethodSpec:
         return self.options.get("structure")
 
 
+SENG_UPDATE_FREQ = 200
+
+
 def method_specs(T: int = 10, t_inv: int = KFAC_T_INV) -> list[MethodSpec]:
     """Every benchmark row, ours and the authors', in table order.
 
@@ -169,6 +174,8 @@ def method_specs(T: int = 10, t_inv: int = KFAC_T_INV) -> list[MethodSpec]:
     specs = [MethodSpec("SGD", "torch", "sgd"), MethodSpec("AdamW", "torch", "adamw")]
     for label, inverse in (("KFAC", "eigh"), ("RS-KFAC", "rsvd"), ("SRE-KFAC", "srevd")):
         specs.append(MethodSpec(label, "ours", "kfac", {"inverse": inverse}, T, max(t_inv, T)))
+    # SENG (randomized K-FAC paper's baseline): its footnote-10 curvature period of 200 steps.
+    specs.append(MethodSpec("SENG", "ours", "seng", {}, SENG_UPDATE_FREQ))
     specs.append(MethodSpec("IKFAC", "ours", "singd", {"structure": "dense", "kfac_like": True}, T))
     specs.append(MethodSpec("INGD", "ours", "singd", {"structure": "dense"}, T))
     for name in STRUCTURE_NAMES[1:]:
@@ -190,7 +197,7 @@ def method_specs(T: int = 10, t_inv: int = KFAC_T_INV) -> list[MethodSpec]:
 
 METHOD_GROUPS = {
     "baselines": ["SGD", "AdamW"],
-    "kfac-variants": ["KFAC", "RS-KFAC", "SRE-KFAC"],
+    "kfac-variants": ["KFAC", "RS-KFAC", "SRE-KFAC", "SENG"],
     "targets": [
         "AdamW",
         "SINGD-diagonal",
@@ -214,7 +221,8 @@ def select_methods(
     """Resolve ``--methods`` (labels and group names) into specs, AdamW always included.
 
     With ``with_authors`` the authors' row of every selected SINGD/INGD/IKFAC row that
-    the authors ship is added (``authors <label>``).
+    the authors ship is added (``authors <label>``), unless ``requested`` names
+    authors' rows itself (then exactly those are run).
 
     Args:
         requested: Labels (case-insensitive) or group names (``all``, ``ours``,
@@ -244,11 +252,12 @@ def select_methods(
                 {s.label for s in specs} | set(METHOD_GROUPS) | {"all", "ours", "authors"}
             )
             raise ValueError(f"--methods entry {item!r} is invalid: allowed values are {allowed}")
-    if with_authors:
+    explicit = any(item.strip().lower().startswith("authors ") for item in requested)
+    if with_authors and not explicit:
         chosen.update(
             f"authors {label}" for label in list(chosen) if f"authors {label}" in by_label
         )
-    else:
+    if not with_authors:
         chosen = {label for label in chosen if by_label[label].family != "authors"}
     return [spec for spec in specs if spec.label.lower() in chosen]
 
@@ -374,6 +383,10 @@ def build_optimizer(
         return AuthorsSINGD(model, spec.structure, kfac_like, spec.T, low, hyper)
     from optim import KFAC, SINGD
 
+    if spec.kind == "seng":
+        from optim.seng import SENG
+
+        return SENG(model, **common, damping=2.0, update_freq=spec.T, col_sample_size=128)
     if spec.kind == "kfac":
         return KFAC(
             model,
@@ -503,10 +516,22 @@ def make_batch(
 # ----- interleaved timing ---------------------------------------------------------------
 @dataclass
 class Timings:
-    """Per-method measurements of the timed rounds."""
+    """Per-method measurements of the timed rounds.
+
+    ``reference[label]`` holds the AdamW iteration time measured right before each of
+    ``label``'s units (A B A C A D ...), so ``iteration[label][i] / reference[label][i]``
+    is a ratio of two measurements taken back to back.
+    """
 
     iteration: dict[str, list[float]] = field(default_factory=dict)
     phases: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    reference: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, label: str, iteration: float, phases: dict[str, float]) -> None:
+        """Record one timing unit of ``label``."""
+        self.iteration.setdefault(label, []).append(iteration)
+        for phase, seconds in phases.items():
+            self.phases.setdefault(label, {}).setdefault(phase, []).append(seconds)
 
 
 def time_unit(runner: Runner, timing: str, min_window: int) -> tuple[float, dict[str, float]]:
@@ -547,28 +572,31 @@ def run_rounds(
 ) -> Timings:
     """Time every runner ``rounds`` times, interleaved, after ``warmup_rounds`` rounds.
 
-    The order rotates by one method per round so no method always follows the same one.
+    Within a round every method's unit follows a unit of the AdamW reference
+    (A B A C A D ...), and the order of the methods rotates by one per round.
     """
+    reference = next(r for r in runners if r.spec.label == "AdamW")
+    others = [r for r in runners if r is not reference]
     timings = Timings()
     for index in range(warmup_rounds + rounds):
-        shift = index % len(runners)
-        order = list(runners[shift:]) + list(runners[:shift])
-        for runner in order:
-            iteration, phases = time_unit(runner, timing, min_window)
+        shift = index % max(1, len(others))
+        for runner in others[shift:] + others[:shift] or [None]:
+            base = time_unit(reference, timing, min_window)
+            if runner is not None:
+                measured = time_unit(runner, timing, min_window)
             if index < warmup_rounds:
                 continue
-            label = runner.spec.label
-            timings.iteration.setdefault(label, []).append(iteration)
-            for phase, seconds in phases.items():
-                timings.phases.setdefault(label, {}).setdefault(phase, []).append(seconds)
+            timings.add("AdamW", *base)
+            if runner is not None:
+                timings.add(runner.spec.label, *measured)
+                timings.reference.setdefault(runner.spec.label, []).append(base[0])
         tag = "warm-up" if index < warmup_rounds else "timed"
         log(f"  round {index + 1}/{warmup_rounds + rounds} ({tag}) done")
     return timings
 
 
 def summarize(runners: Sequence[Runner], timings: Timings) -> list[dict[str, Any]]:
-    """Rows with median times, ratios to AdamW (per round) and state bytes."""
-    reference = timings.iteration["AdamW"]
+    """Rows with median times, ratios to the adjacent AdamW unit, and state bytes."""
     adamw_state = next(r.state_bytes() for r in runners if r.spec.label == "AdamW")
     rows = []
     for runner in runners:
@@ -595,7 +623,9 @@ def summarize(runners: Sequence[Runner], timings: Timings) -> list[dict[str, Any
                 "T": spec.T or "",
                 "T_inv": spec.T_inv or "",
                 "iter_s": median(iterations),
-                "iter_ratio": median(t / a for t, a in zip(iterations, reference)),
+                "iter_ratio": median(
+                    t / a for t, a in zip(iterations, timings.reference.get(label, iterations))
+                ),
                 "update_s": update,
                 "kfac_factor_step_s": factors,
                 "plain_step_s": median(phases.get("plain", [])),
@@ -1256,9 +1286,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(MEMORY_TAG + json.dumps(result), flush=True)
         return []
     notes = [
-        "Ratios are medians over rounds of per-round ratios to AdamW measured interleaved "
-        "in the same process (A B C ... A B C ...); a loaded machine still adds noise (see "
-        "the load column).",
+        "Ratios are medians over rounds of the ratio to an AdamW unit timed right before "
+        "(A B A C ...) in the same process; a loaded machine still adds noise (see the load "
+        "column).",
     ]
     with_authors = args.authors != "off" and authors_available()
     if args.authors == "on" and not with_authors:

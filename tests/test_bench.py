@@ -58,8 +58,10 @@ def test_select_methods_always_adds_adamw_and_rejects_unknown() -> None:
     specs = bench_optimizers.method_specs()
     chosen = bench_optimizers.select_methods(["INGD"], specs, with_authors=True)
     assert [s.label for s in chosen] == ["AdamW", "INGD", "authors INGD"]
+    chosen = bench_optimizers.select_methods(["INGD", "IKFAC", "authors IKFAC"], specs, True)
+    assert [s.label for s in chosen] == ["AdamW", "IKFAC", "INGD", "authors IKFAC"]
     chosen = bench_optimizers.select_methods(["kfac-variants"], specs, with_authors=False)
-    assert [s.label for s in chosen] == ["AdamW", "KFAC", "RS-KFAC", "SRE-KFAC"]
+    assert [s.label for s in chosen] == ["AdamW", "KFAC", "RS-KFAC", "SRE-KFAC", "SENG"]
     with pytest.raises(ValueError, match="--methods entry 'nope'"):
         bench_optimizers.select_methods(["nope"], specs, with_authors=False)
 
@@ -123,6 +125,7 @@ def test_bench_optimizers_tiny_run_writes_outputs(tmp_path: Path) -> None:
             "SGD",
             "SINGD-diagonal",
             "KFAC",
+            "SENG",
             "--precisions",
             "fp32",
             "--rounds",
@@ -142,8 +145,9 @@ def test_bench_optimizers_tiny_run_writes_outputs(tmp_path: Path) -> None:
     )
     for name in ("optimizers.md", "optimizers.csv", "optimizers.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert [r["method"] for r in rows] == ["SGD", "AdamW", "KFAC", "SINGD-diagonal"]
+    assert [r["method"] for r in rows] == ["SGD", "AdamW", "KFAC", "SENG", "SINGD-diagonal"]
     by_method = {r["method"]: r for r in rows}
+    assert by_method["SENG"]["state_bytes"] > by_method["SGD"]["state_bytes"]
     assert by_method["AdamW"]["iter_ratio"] == pytest.approx(1.0)
     assert all(r["iter_s"] > 0 for r in rows)
     # SGD keeps one momentum buffer, AdamW two moments (+ step counters).
@@ -153,7 +157,7 @@ def test_bench_optimizers_tiny_run_writes_outputs(tmp_path: Path) -> None:
     assert by_method["SINGD-diagonal"]["update_s"] == by_method["SINGD-diagonal"]["update_s"]
     text = (tmp_path / "optimizers.md").read_text()
     assert bench_common.cpu_model() in text and torch.__version__ in text
-    assert len(read_csv(tmp_path / "optimizers.csv")) == 4
+    assert len(read_csv(tmp_path / "optimizers.csv")) == 5
 
 
 def test_bench_optimizers_window_mode_and_memory_probe(tmp_path: Path) -> None:
