@@ -52,19 +52,9 @@ from experiments.bench_common import (
     resolve_device,
     write_csv,
 )
+from optim.structures import STRUCTURES
 
-STRUCTURE_NAMES = (
-    "dense",
-    "diagonal",
-    "block_diagonal",
-    "hierarchical",
-    "tril",
-    "triu",
-    "triu_low_rank",
-    "tril_low_rank",
-    "triu_toeplitz",
-    "tril_toeplitz",
-)
+STRUCTURE_NAMES = tuple(STRUCTURES)  # the ten SINGD structures, registry order
 KFAC_INVERSES = ("eigh", "cholesky", "rsvd", "srevd")
 DEFAULT_DIMS = (64, 128, 256, 512, 1024, 2048, 4096)
 

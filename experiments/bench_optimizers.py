@@ -88,20 +88,9 @@ from experiments.bench_common import (
     torch_optimizer_state_bytes,
     write_csv,
 )
+from optim.structures import STRUCTURES
 
-STRUCTURE_NAMES = (
-    "dense",
-    "diagonal",
-    "block_diagonal",
-    "hierarchical",
-    "tril",
-    "triu",
-    "triu_low_rank",
-    "tril_low_rank",
-    "triu_toeplitz",
-    "tril_toeplitz",
-)
-"""The ten SINGD structures (``optim.STRUCTURES``), with their default options."""
+STRUCTURE_NAMES = tuple(STRUCTURES)  # the ten SINGD structures, registry order
 
 AUTHORS_STRUCTURES = {
     "dense": "dense",
@@ -842,10 +831,11 @@ def peer_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "precision": precision,
                 "batch": batch,
                 "method": ours["method"],
-                "iter_ours_over_authors": _ratio(ours.get("iter_s"), theirs.get("iter_s")),
+                "iter_ours_over_authors": _ratio(ours.get("iter_ratio"), theirs.get("iter_ratio")),
                 "iter_ratio_ours": ours.get("iter_ratio"),
                 "iter_ratio_authors": theirs.get("iter_ratio"),
                 "update_ours_over_authors": _ratio(ours.get("update_s"), theirs.get("update_s")),
+                "peak_ours_over_authors": _ratio(ours.get("peak_bytes"), theirs.get("peak_bytes")),
                 "state_ours_over_authors": _ratio(
                     ours.get("state_bytes"), theirs.get("state_bytes")
                 ),
@@ -1021,6 +1011,7 @@ def write_report(
                     "iter_ratio_authors",
                     "update_ours_over_authors",
                     "state_ours_over_authors",
+                    "peak_ours_over_authors",
                     "direction_max_rel_diff",
                     "direction_per_step",
                 ],
