@@ -170,6 +170,26 @@ class KroneckerOptimizer(Optimizer):
         for param, part in zip(layer.params, layer.split(direction)):
             self._apply_update(param, part)
 
+    @staticmethod
+    def _evaluate_closure(closure: Any) -> Any:
+        """Run ``closure`` (forward and backward) with gradients enabled, if given."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _precondition(self, layer: KroneckerLayer, grad: Tensor) -> Tensor:
+        """The preconditioned ``d_out x d_in`` direction of one layer (subclasses)."""
+        raise NotImplementedError
+
+    def _update_all_params(self) -> None:
+        """Precondition and update every layer with a gradient, then the plain parameters."""
+        for layer in self.layers.values():
+            grad = layer.grad_matrix()
+            if grad is not None:
+                self._update_layer(layer, self._precondition(layer, grad))
+        self._update_plain_params()
+
     def _update_plain_params(self) -> None:
         """The same update, unpreconditioned, for every other parameter."""
         for param in self.plain_params:

@@ -143,19 +143,12 @@ class KFAC(KroneckerOptimizer):
         Returns:
             The closure's loss, or ``None``.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate_closure(closure)
         if self._is_update_step():
             self._update_factors()  # S <- (1 - ema) S + ema * statistic
         if self.step_count % self.hyper["T_inv"] == 0:
             self._update_inverses()  # (S + lambda I)^-1, or its rank-r (V, d)
-        for layer in self.layers.values():
-            grad = layer.grad_matrix()
-            if grad is not None:
-                self._update_layer(layer, self._precondition(layer, grad))
-        self._update_plain_params()
+        self._update_all_params()  # preconditioned layers, then the plain parameters
         self.step_count += 1
         return loss
 

@@ -282,18 +282,11 @@ class SENG(KroneckerOptimizer):
         Returns:
             The closure's loss, or ``None``.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate_closure(closure)
         if self._is_update_step():
             for name, (g_fac, a_fac) in self._pop_samples().items():
                 self._update_curvature(self.layers[name], g_fac, a_fac)
-        for layer in self.layers.values():
-            grad = layer.grad_matrix()
-            if grad is not None:
-                self._update_layer(layer, self._precondition(layer, grad))
-        self._update_plain_params()
+        self._update_all_params()  # preconditioned layers, then the plain parameters
         self.step_count += 1
         return loss
 

@@ -257,18 +257,11 @@ class SINGD(KroneckerOptimizer):
         Returns:
             The closure's loss, or ``None``.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate_closure(closure)
         if self._is_update_step():
             for name, (h_k, h_c) in self._pop_statistics().items():
                 self._update_preconditioner(self.layers[name], h_k, h_c)
-        for layer in self.layers.values():
-            grad = layer.grad_matrix()
-            if grad is not None:
-                self._update_layer(layer, self._precondition(layer, grad))
-        self._update_plain_params()
+        self._update_all_params()  # preconditioned layers, then the plain parameters
         self.step_count += 1
         return loss
 
