@@ -16,8 +16,9 @@ For one square Linear layer (``d_in = d_out = d``, no bias) and a fixed batch of
   KFAC: ``S_K, S_C`` plus the inverse representations) in float32 (Table 3).
 
 A log-log least-squares slope per method (over ``d >= --fit-from``) is printed
-beside the exponent Table 2/3 predicts for fixed ``m``, ``k``, ``r``. Methods whose
-time at some ``d`` exceeds ``--max-seconds / 8`` are not run at larger ``d``.
+beside the exponent Table 2/3 predicts for fixed ``m``, ``k``, ``r``. Per width the
+methods are timed interleaved (A B C ... A B C ...) and medians are reported. Methods
+whose time at some ``d`` exceeds ``--max-seconds / 8`` are not run at larger ``d``.
 
 Randomized inverse check: at ``d`` in ``--inverse-dims`` (2048, 4096), rank 220,
 oversampling 10, 4 power iterations, on a synthetic factor
@@ -48,8 +49,9 @@ from experiments.bench_common import (
     machine_description,
     machine_markdown,
     markdown_table,
-    repeat_median,
+    median,
     resolve_device,
+    time_call,
     write_csv,
 )
 from optim.structures import STRUCTURES
@@ -260,21 +262,35 @@ def measure(
     max_seconds: float,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Time and memory of every method at every width (see module docstring)."""
+    """Time and memory of every method at every width (see module docstring).
+
+    Per width, the methods are timed interleaved (A B C ... A B C ...), ``repeats``
+    times (half as often above d = 1024, where one untimed warm-up call is skipped),
+    and the medians are kept. A method whose slower call exceeds ``max_seconds / 8``
+    is not run at larger widths.
+    """
     results = []
-    for name in names:
-        stopped_at = None
-        for dim in dims:
-            if stopped_at is not None:
+    stopped: dict[str, str] = {}
+    for dim in dims:
+        active = [name for name in names if name not in stopped]
+        cases = {name: build_case(name, dim, rows, device) for name in active}
+        reps = repeats if dim <= 1024 else max(1, repeats // 2)
+        if dim <= 1024:
+            for case in cases.values():
+                case.update(), case.direction()
+        times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in active}
+        for _ in range(reps):
+            for name, case in cases.items():
+                times[name][0].append(time_call(case.update, device))
+                times[name][1].append(time_call(case.direction, device))
+        for name in names:
+            if name in stopped:
                 results.append(
-                    {"method": name, "d": dim, "m": rows, "note": f"skipped: {stopped_at}"}
+                    {"method": name, "d": dim, "m": rows, "note": f"skipped: {stopped[name]}"}
                 )
                 continue
-            case = build_case(name, dim, rows, device)
-            reps = repeats if dim <= 1024 else max(1, repeats // 2)
-            warmup = 1 if dim <= 1024 else 0  # big calls: no warm-up call
-            update = repeat_median(case.update, device, reps, warmup)
-            direction = repeat_median(case.direction, device, reps, warmup)
+            case = cases[name]
+            update, direction = median(times[name][0]), median(times[name][1])
             results.append(
                 {
                     "method": name,
@@ -292,7 +308,7 @@ def measure(
                 f"  entries {case.entries}"
             )
             if max(update, direction) > max_seconds / 8:
-                stopped_at = f"d={dim} took {max(update, direction):.1f} s (cap {max_seconds} s)"
+                stopped[name] = f"d={dim} took {max(update, direction):.1f} s (cap {max_seconds} s)"
     return results
 
 
@@ -417,7 +433,14 @@ def inverse_comparison(
         )
         reps = repeats if dim <= 2048 else max(1, repeats // 2)
         warmup = 1 if dim <= 2048 else 0
-        times = {name: repeat_median(fn, device, reps, warmup) for name, fn in methods.items()}
+        for _ in range(warmup):
+            for fn in methods.values():
+                fn()
+        samples: dict[str, list[float]] = {name: [] for name in methods}
+        for _ in range(reps):  # interleaved: eigh, rsvd, srevd, ... eigh, rsvd, ...
+            for name, fn in methods.items():
+                samples[name].append(time_call(fn, device))
+        times = {name: median(values) for name, values in samples.items()}
         errors = applied_inverse_errors(factor64, device, damping, rank, oversample, power_iters)
         base = times["eigh (KFAC: eigh + inverse)"]
         for name, seconds in times.items():
@@ -586,7 +609,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dims", nargs="+", type=int, default=list(DEFAULT_DIMS))
     parser.add_argument("--batch", type=int, default=128, help="rows m of A and B")
     parser.add_argument("--methods", nargs="+", default=["all"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--max-seconds",
         type=float,
