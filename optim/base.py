@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from optim.capture import KFAC_APPROXIMATIONS, LOSS_AVERAGES, CurvatureCapture
+from optim.capture import KFAC_APPROXIMATIONS, LOSS_AVERAGES, CurvatureCapture, LayerRows
 from optim.layers import KroneckerLayer, find_layers, unsupported_reason
 
 
@@ -124,10 +124,12 @@ class KroneckerOptimizer(Optimizer):
         )
 
     # ----- hooks for subclasses ---------------------------------------------------------
-    def _input_stat(self, layer: KroneckerLayer, a: Tensor) -> Any:
+    def _input_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Any:
+        """Statistic kept from the rows of ``A`` on an update step."""
         raise NotImplementedError
 
-    def _grad_stat(self, layer: KroneckerLayer, b: Tensor) -> Any:
+    def _grad_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Any:
+        """Statistic kept from the rows of ``B`` on an update step."""
         raise NotImplementedError
 
     def _layer_state_tensors(self, name: str) -> dict[str, Tensor]:

@@ -26,10 +26,13 @@ Conventions (identical to the authors' ``singd`` 0.0.5; empirical Fisher):
   is summed, like the gradients; ``U`` stays a mean).
 
 What is kept per layer is decided by the optimizer: the capture calls
-``input_stat(layer, A)`` in the forward hook and ``grad_stat(layer, B)`` in the
-backward hook and stores only their results (e.g. ``A^T A`` for KFAC, a structured
-``Pi(K^T A^T A K)`` for SINGD), so no activation outlives its backward pass and
-nothing is recorded on other steps.
+``input_stat(layer, rows)`` in the forward hook and ``grad_stat(layer, rows)`` in the
+backward hook, where ``rows`` is a :class:`LayerRows` that builds ``A`` (``B``) only
+when asked (``rows.matrix()``) and gives ``diag(A^T A)`` without building it
+(``rows.column_square_sums()``: one pass over the input; a conv input is not unfolded).
+Only the results are stored (e.g. ``A^T A`` for KFAC, a structured ``Pi(K^T A^T A K)``
+for SINGD), so no activation outlives its backward pass and nothing is recorded on
+other steps.
 """
 
 from __future__ import annotations
@@ -87,8 +90,7 @@ def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Te
     (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
     ph, pw = conv_padding(conv)
     batch, channels = x.shape[0], x.shape[1]
-    out_h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    out_w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out_h, out_w = conv_output_size(conv, x)
     scale = 1.0 / math.sqrt(batch * out_h * out_w)
     padded = F.pad(x * scale, (pw, pw, ph, ph))  # scaling the small input scales every patch
     patches = padded.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
@@ -100,6 +102,162 @@ def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Te
     if with_bias:
         out[:, -1] = scale
     return out
+
+
+class LayerRows:
+    """The scaled matrix ``A`` (or ``B``) of one layer and pass, built on demand.
+
+    Args:
+        build: Returns the matrix (``rows x d``).
+        square_sums: Returns ``diag(A^T A)`` (length ``d``, float32 or wider) without
+            building ``A``; ``None`` computes it from the matrix.
+        num_rows: Number of rows of the matrix.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], Tensor],
+        square_sums: Callable[[], Tensor] | None,
+        num_rows: int,
+    ) -> None:
+        self._build = build
+        self._square_sums = square_sums
+        self._matrix: Tensor | None = None
+        self.num_rows = num_rows
+
+    def matrix(self) -> Tensor:
+        """``A`` (``rows x d``); built once, then cached."""
+        if self._matrix is None:
+            self._matrix = self._build()
+        return self._matrix
+
+    def column_square_sums(self) -> Tensor:
+        """``diag(A^T A)``, accumulated in at least float32."""
+        if self._matrix is None and self._square_sums is not None:
+            return self._square_sums()
+        return _square_sums(self.matrix(), dim=0)
+
+    def scaled(self, factor: float) -> LayerRows:
+        """The rows of ``factor * A`` (e.g. to test scale invariances)."""
+        return LayerRows(
+            lambda: self.matrix() * factor,
+            lambda: self.column_square_sums() * factor**2,
+            self.num_rows,
+        )
+
+
+def _square_sums(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """Sum of squares over ``dim``, accumulated in at least float32."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    return torch.sum(x * x, dim=dim, dtype=wide)
+
+
+def input_rows(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> LayerRows:
+    """The layer input as :class:`LayerRows` of ``A`` (see :func:`input_matrix`).
+
+    Args:
+        layer: The layer.
+        x: Its input.
+        kfac_approx: ``"expand"`` or ``"reduce"``.
+
+    Returns:
+        The lazy rows; ``column_square_sums`` reads ``x`` once.
+    """
+    x = x.detach()
+    build = lambda: input_matrix(layer, x, kfac_approx)  # noqa: E731
+    bias = layer.bias is not None
+    if layer.kind == "conv2d" and kfac_approx == "expand":
+        conv = layer.module
+        rows = x.shape[0] * math.prod(conv_output_size(conv, x))
+        return LayerRows(build, lambda: _conv_expand_square_sums(conv, x, bias), rows)
+    if layer.kind == "conv2d" or (kfac_approx == "reduce" and x.dim() > 2):
+        return LayerRows(build, None, x.shape[0])  # per-sample means: a small matrix
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat.shape[0]
+
+    def square_sums() -> Tensor:
+        sums = _square_sums(flat, dim=0) / rows
+        return torch.cat([sums, sums.new_ones(1)]) if bias else sums
+
+    return LayerRows(build, square_sums, rows)
+
+
+def conv_output_size(conv: torch.nn.Conv2d, x: Tensor) -> tuple[int, int]:
+    """Spatial size ``(H_out, W_out)`` of ``conv`` applied to ``x``."""
+    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
+    ph, pw = conv_padding(conv)
+    out_h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return out_h, out_w
+
+
+def _offset_windows(conv: torch.nn.Conv2d, x: Tensor) -> list[tuple[slice, slice]]:
+    """Per kernel offset ``(i, j)`` (unfold order), the slices of the padded input it reads."""
+    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
+    out_h, out_w = conv_output_size(conv, x)
+    return [
+        (
+            slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Tensor:
+    """``diag(A^T A)`` of the scaled im2col ``A`` without unfolding.
+
+    Column ``(c, i, j)`` of ``A`` holds the input of channel ``c`` at kernel offset
+    ``(i, j)`` of every output location, so its sum of squares is a strided window sum
+    of the batch-summed ``x^2``: ``C x H x W`` work instead of ``B L C kh kw``.
+    """
+    ph, pw = conv_padding(conv)
+    out_h, out_w = conv_output_size(conv, x)
+    squares = F.pad(_square_sums(x, dim=0), (pw, pw, ph, ph))  # [C, H + 2ph, W + 2pw]
+    sums = [squares[:, rows, cols].sum(dim=(1, 2)) for rows, cols in _offset_windows(conv, x)]
+    columns = torch.stack(sums, dim=1).reshape(-1) / (x.shape[0] * out_h * out_w)
+    return torch.cat([columns, columns.new_ones(1)]) if with_bias else columns
+
+
+def grad_rows(
+    layer: KroneckerLayer, grad: Tensor, kfac_approx: str, loss_average: str | None
+) -> LayerRows:
+    """The output gradient as :class:`LayerRows` of ``B`` (see :func:`grad_output_matrix`).
+
+    Args:
+        layer: The layer.
+        grad: Gradient w.r.t. its output.
+        kfac_approx: ``"expand"`` or ``"reduce"``.
+        loss_average: ``"batch"``, ``"batch+sequence"`` or ``None``.
+
+    Returns:
+        The lazy rows; for ``"expand"``, ``column_square_sums`` reads ``grad`` once
+        (no transposed copy of a conv gradient).
+    """
+    grad = grad.detach()
+    build = lambda: grad_output_matrix(layer, grad, kfac_approx, loss_average)  # noqa: E731
+    if kfac_approx != "expand":
+        return LayerRows(build, None, grad.shape[0])
+    batch_size = grad.shape[0]
+    if layer.kind == "conv2d":
+        locations, sum_dims = grad.shape[2] * grad.shape[3], (0, 2, 3)
+    else:
+        locations, sum_dims = (
+            grad.numel() // (batch_size * grad.shape[-1]),
+            tuple(range(grad.dim() - 1)),
+        )
+    factor = _grad_scale(batch_size, locations, loss_average) ** 2
+    return LayerRows(
+        build, lambda: _square_sums(grad, dim=sum_dims) * factor, batch_size * locations
+    )
+
+
+def _grad_scale(batch_size: int, locations: int, loss_average: str | None) -> float:
+    """Factor ``sqrt(m)`` applied to output gradients (1 for a summed loss)."""
+    if loss_average is None:
+        return 1.0
+    return math.sqrt(batch_size * (locations if loss_average == "batch+sequence" else 1))
 
 
 def grad_output_matrix(
@@ -128,8 +286,7 @@ def grad_output_matrix(
         rows = grad.sum(dim=1)
     if loss_average is None:
         return rows
-    loss_terms = batch_size * (locations if loss_average == "batch+sequence" else 1)
-    return rows * math.sqrt(loss_terms)
+    return rows * _grad_scale(batch_size, locations, loss_average)
 
 
 def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
@@ -139,20 +296,9 @@ def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
         patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
         return patches.transpose(1, 2).reshape(-1, patches.shape[1])
     # reduce: mean over output locations of each kernel offset's input slice
+    windows = _offset_windows(conv, x)
     x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
-    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    means = [
-        x[
-            :,
-            :,
-            i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
-            j * dw : j * dw + sw * (out_w - 1) + 1 : sw,
-        ].mean(dim=(2, 3))
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    means = [x[:, :, rows, cols].mean(dim=(2, 3)) for rows, cols in windows]
     return torch.stack(means, dim=2).reshape(x.shape[0], -1)  # [B, C*kh*kw], unfold order
 
 
@@ -183,8 +329,9 @@ class CurvatureCapture:
         layers: The layers to hook (name -> layer).
         kfac_approx: ``"expand"`` or ``"reduce"``.
         loss_average: ``"batch"``, ``"batch+sequence"`` or ``None``.
-        input_stat: Maps ``(layer, A)`` to the statistic kept for the input side.
-        grad_stat: Maps ``(layer, B)`` to the statistic kept for the output side.
+        input_stat: Maps ``(layer, rows of A)`` (:class:`LayerRows`) to the statistic
+            kept for the input side.
+        grad_stat: Maps ``(layer, rows of B)`` to the statistic kept for the output side.
         is_active: Called in every forward pass; statistics are recorded only when it
             returns True (the optimizer's update steps) and gradients are enabled.
     """
@@ -194,8 +341,8 @@ class CurvatureCapture:
         layers: dict[str, KroneckerLayer],
         kfac_approx: str,
         loss_average: str | None,
-        input_stat: Callable[[KroneckerLayer, Tensor], Any],
-        grad_stat: Callable[[KroneckerLayer, Tensor], Any],
+        input_stat: Callable[[KroneckerLayer, LayerRows], Any],
+        grad_stat: Callable[[KroneckerLayer, LayerRows], Any],
         is_active: Callable[[], bool],
     ) -> None:
         self.layers = layers
@@ -218,13 +365,11 @@ class CurvatureCapture:
                 return
             if not self.is_active():
                 return
-            a = input_matrix(layer, inputs[0], self.kfac_approx)
             batch_size = inputs[0].shape[0]
-            input_value = self.input_stat(layer, a)
-            del a
+            input_value = self.input_stat(layer, input_rows(layer, inputs[0], self.kfac_approx))
 
             def backward_hook(grad: Tensor) -> None:
-                b = grad_output_matrix(layer, grad, self.kfac_approx, self.loss_average)
+                b = grad_rows(layer, grad, self.kfac_approx, self.loss_average)
                 # U is a mean over rows in every pass; G is a sum for a summed loss.
                 average = self.loss_average is not None
                 self._inputs.setdefault(layer.name, _RunningMean(True)).add(input_value, batch_size)

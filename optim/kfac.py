@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from optim.base import KroneckerOptimizer, check_choice, check_number
+from optim.capture import LayerRows
 from optim.inverses import (
     apply_low_rank_inverse,
     cholesky_inverse,
@@ -153,11 +154,11 @@ class KFAC(KroneckerOptimizer):
         return loss
 
     # ----- statistics (called by the capture hooks) ---------------------------------
-    def _input_stat(self, layer: KroneckerLayer, a: Tensor) -> Tensor:
-        return _gram(a)
+    def _input_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Tensor:
+        return _gram(rows.matrix())
 
-    def _grad_stat(self, layer: KroneckerLayer, b: Tensor) -> Tensor:
-        return _gram(b)
+    def _grad_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Tensor:
+        return _gram(rows.matrix())
 
     # ----- pieces of step() ---------------------------------------------------------
     def _update_factors(self) -> None:

@@ -64,6 +64,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from optim.base import KroneckerOptimizer, check_choice, check_number, distributed_world_size
+from optim.capture import LayerRows
 from optim.layers import KroneckerLayer, conv_padding
 
 SKETCH_SCALINGS = {"unbiased": 0.5, "reference": 1.0}
@@ -367,8 +368,9 @@ class SENG(KroneckerOptimizer):
 
         return hook
 
-    def _input_stat(self, layer: KroneckerLayer, a: Tensor) -> _Chunks:
+    def _input_stat(self, layer: KroneckerLayer, rows: LayerRows) -> _Chunks:
         """Unscaled inputs per sample, ``m x rows/m x d_in`` (``1/sqrt(L)`` for batch+sequence)."""
+        a = rows.matrix()
         batch_size, positions = self._shapes[layer.name]
         scale = math.sqrt(a.shape[0])  # undo the capture's 1/sqrt(rows)
         if self.hyper["loss_average"] == "batch+sequence":
@@ -377,9 +379,9 @@ class SENG(KroneckerOptimizer):
             rows = a.to(self._dtype(layer)).reshape(batch_size, -1, a.shape[1]) * scale
         return _Chunks([(rows, 1.0)])
 
-    def _grad_stat(self, layer: KroneckerLayer, b: Tensor) -> _Chunks:
+    def _grad_stat(self, layer: KroneckerLayer, rows: LayerRows) -> _Chunks:
         """Output gradients ``B`` (already ``sqrt(m)`` times the mean loss's)."""
-        return _Chunks([(b.to(self._dtype(layer)), 1.0)])
+        return _Chunks([(rows.matrix().to(self._dtype(layer)), 1.0)])
 
     def _load_layer_state_tensors(self, name: str, tensors: dict[str, Tensor]) -> None:
         # The damping stays on the CPU: comparing it every step needs no device sync.

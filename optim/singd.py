@@ -26,9 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from optim.base import KroneckerOptimizer, check_number
+from optim.capture import LayerRows
 from optim.layers import KroneckerLayer
 from optim.structures import parse_structure
 from optim.structures.base import StructuredMatrix
+from optim.structures.diagonal import Diagonal
 
 PRECONDITIONER_DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
@@ -316,17 +318,13 @@ class SINGD(KroneckerOptimizer):
         return c @ (grad_kk_t @ c).T  # C C^T grad K K^T, d_o x d_i
 
     # ----- statistics (called by the capture hooks) -------------------------------------
-    def _input_stat(self, layer: KroneckerLayer, a: Tensor) -> StructuredMatrix:
+    def _input_stat(self, layer: KroneckerLayer, rows: LayerRows) -> StructuredMatrix:
         """``H_K = Pi_K(K^T A^T A K)`` with the current ``K``, in the factor dtype."""
-        k = self._factors(layer)["K"]
-        with torch.autocast(a.device.type, enabled=False):
-            return k.gram_projection(a.to(k.dtype).T)
+        return _curvature(self._factors(layer)["K"], rows)
 
-    def _grad_stat(self, layer: KroneckerLayer, b: Tensor) -> StructuredMatrix:
+    def _grad_stat(self, layer: KroneckerLayer, rows: LayerRows) -> StructuredMatrix:
         """``H_C = Pi_C(C^T B^T B C)`` with the current ``C``, in the factor dtype."""
-        c = self._factors(layer)["C"]
-        with torch.autocast(b.device.type, enabled=False):
-            return c.gram_projection(b.to(c.dtype).T)
+        return _curvature(self._factors(layer)["C"], rows)
 
     # ----- per-layer state --------------------------------------------------------------
     def _factors(self, layer: KroneckerLayer) -> dict[str, StructuredMatrix]:
@@ -392,6 +390,14 @@ class SINGD(KroneckerOptimizer):
         if dense:
             return f"INGD(alpha1={alpha1})"
         return f"SINGD(K={k_text}, C={c_text}, alpha1={alpha1})"
+
+
+def _curvature(factor: StructuredMatrix, rows: LayerRows) -> StructuredMatrix:
+    """``Pi(S^T X^T X S)`` for the rows ``X``; a diagonal ``S`` reads only ``diag(X^T X)``."""
+    with torch.autocast(factor.device.type, enabled=False):
+        if isinstance(factor, Diagonal):  # the conv input is never unfolded
+            return factor.gram_projection_from_diagonal(rows.column_square_sums())
+        return factor.gram_projection(rows.matrix().to(factor.dtype).T)
 
 
 def _scalar(trace: Tensor) -> Tensor:

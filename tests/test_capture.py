@@ -167,16 +167,15 @@ def make_case(kind: str, bias: bool):
     return model, x, y, squared_error, out_shape[2] * out_shape[3]
 
 
-def captured_factors(model, x, y, sample_loss, loss_average, approx, locations, passes=1):
+def _gram(layer, rows):
+    return rows.matrix().T @ rows.matrix()
+
+
+def captured_factors(
+    model, x, y, sample_loss, loss_average, approx, locations, passes=1, stat=_gram
+):
     layers = find_layers(model)
-    capture = CurvatureCapture(
-        layers,
-        approx,
-        loss_average,
-        lambda layer, a: a.T @ a,
-        lambda layer, b: b.T @ b,
-        lambda: True,
-    )
+    capture = CurvatureCapture(layers, approx, loss_average, stat, stat, lambda: True)
     for chunk_x, chunk_y in zip(x.chunk(passes), y.chunk(passes), strict=True):
         batch_loss(sample_loss, model(chunk_x), chunk_y, loss_average, locations).backward()
     capture.remove()
@@ -202,6 +201,27 @@ def test_factors_match_per_sample_reference(kind, approx, bias, loss_average):
         )
         torch.testing.assert_close(input_factor, ref_u, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(grad_factor, ref_g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_average", ["batch", "batch+sequence", None])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kind,approx", CASES)
+def test_column_square_sums_equal_factor_diagonals(kind, approx, bias, loss_average):
+    """``diag(A^T A)`` without the matrix (conv: window sums of ``x^2``) = the factor diagonal."""
+    model, x, y, sample_loss, locations = make_case(kind, bias)
+    args = (model, x, y, sample_loss, loss_average, approx, locations)
+    factors = captured_factors(*args)
+
+    def diagonal_only(layer, rows):
+        diagonal = rows.column_square_sums()
+        if approx == "expand":  # answered without building the (large) rows
+            assert rows._matrix is None
+        return diagonal
+
+    diagonals = captured_factors(*args, stat=diagonal_only)
+    for name, (input_factor, grad_factor) in factors.items():
+        torch.testing.assert_close(diagonals[name][0], input_factor.diagonal(), rtol=1e-10, atol=0)
+        torch.testing.assert_close(diagonals[name][1], grad_factor.diagonal(), rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("loss_average", ["batch", None])

@@ -311,8 +311,8 @@ def _trajectory(kfac_like: bool, scale: float, structures="dense") -> list[Tenso
     )
     input_stat, grad_stat = opt.capture.input_stat, opt.capture.grad_stat
     # (a U) x (G / a): scale A by sqrt(a) and B by 1/sqrt(a)
-    opt.capture.input_stat = lambda layer, a: input_stat(layer, a * math.sqrt(scale))
-    opt.capture.grad_stat = lambda layer, b: grad_stat(layer, b / math.sqrt(scale))
+    opt.capture.input_stat = lambda layer, a: input_stat(layer, a.scaled(math.sqrt(scale)))
+    opt.capture.grad_stat = lambda layer, b: grad_stat(layer, b.scaled(1 / math.sqrt(scale)))
     params = []
     for x, y in make_batches(6):
         F.cross_entropy(model(x), y).backward()

@@ -55,5 +55,17 @@ class Diagonal(StructuredMatrix):
             return super().gram_projection(x)  # S^T S, or the base class's shape error
         return self._like({"diag": self.diag.square() * row_sums_of_squares(x)})
 
+    def gram_projection_from_diagonal(self, gram_diagonal: Tensor) -> Diagonal:
+        """``Diag(S^T U S) = diag(S)^2 * diag(U)``, given only ``diag(U)``.
+
+        Args:
+            gram_diagonal: ``diag(U)`` (length ``d``; any floating dtype).
+
+        Returns:
+            The projection, in this matrix's dtype.
+        """
+        diag = self.diag.to(torch.promote_types(self.dtype, gram_diagonal.dtype))
+        return self._like({"diag": (diag.square() * gram_diagonal).to(self.dtype)})
+
     def _gram_self(self) -> Diagonal:
         return self._like({"diag": self.diag.square()})
