@@ -83,9 +83,12 @@ def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
 def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Tensor:
     """Scaled im2col of a conv input, ``[B*L, C*kh*kw (+1)]``, written in one copy.
 
-    The patches are strided views of the (scaled, padded) input, copied once into the
-    output; this is several times faster on CPU than ``F.unfold`` followed by a
-    transpose, a bias concatenation and a scaling, each a pass over the large matrix.
+    The patches are strided views of the (scaled, padded) input, copied once into
+    column-major storage (the result is the transpose of a contiguous
+    ``[C*kh*kw (+1), B*L]`` tensor: the copy then reads input rows contiguously, about
+    twice as fast as a row-major target, and ``A^T`` is free). This is several times
+    faster on CPU than ``F.unfold`` followed by a transpose, a bias concatenation and a
+    scaling, each a pass over the large matrix.
     """
     (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
     ph, pw = conv_padding(conv)
@@ -96,12 +99,12 @@ def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Te
     patches = padded.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
     patches = patches[..., ::dh, ::dw][:, :, :out_h, :out_w]  # [B, C, OH, OW, kh, kw]
     width = channels * kh * kw
-    out = x.new_empty(batch * out_h * out_w, width + (1 if with_bias else 0))
-    target = out[:, :width].view(batch, out_h, out_w, channels, kh, kw)
-    target.copy_(patches.permute(0, 2, 3, 1, 4, 5))
+    out = x.new_empty(width + (1 if with_bias else 0), batch * out_h * out_w)
+    target = out[:width].view(channels, kh, kw, batch, out_h, out_w)
+    target.copy_(patches.permute(1, 4, 5, 0, 2, 3))
     if with_bias:
-        out[:, -1] = scale
-    return out
+        out[-1] = scale
+    return out.T
 
 
 class LayerRows:
@@ -126,10 +129,14 @@ class LayerRows:
         self.num_rows = num_rows
 
     def matrix(self) -> Tensor:
-        """``A`` (``rows x d``); built once, then cached."""
+        """``A`` (``rows x d``; may be a transposed view); built once, then cached."""
         if self._matrix is None:
             self._matrix = self._build()
         return self._matrix
+
+    def transposed(self) -> Tensor:
+        """``A^T`` (``d x rows``), contiguous (free for conv inputs and gradients)."""
+        return self.matrix().T.contiguous()
 
     def column_square_sums(self) -> Tensor:
         """``diag(A^T A)``, accumulated in at least float32."""
@@ -275,6 +282,12 @@ def grad_output_matrix(
         ``B`` of shape ``rows x d_out``.
     """
     grad = grad.detach()
+    if layer.kind == "conv2d" and kfac_approx == "expand":
+        # column-major [C_out, B*L] storage: one fast copy, B^T free (as for the inputs)
+        scale = _grad_scale(grad.shape[0], grad.shape[2] * grad.shape[3], loss_average)
+        out = grad.new_empty(grad.shape[1], grad.shape[0], grad.shape[2] * grad.shape[3])
+        torch.mul(grad.flatten(start_dim=2).transpose(0, 1), scale, out=out)
+        return out.reshape(grad.shape[1], -1).T
     if layer.kind == "conv2d":
         grad = grad.flatten(start_dim=2).transpose(1, 2)  # [B, locations, C_out]
     else:

@@ -397,7 +397,7 @@ def _curvature(factor: StructuredMatrix, rows: LayerRows) -> StructuredMatrix:
     with torch.autocast(factor.device.type, enabled=False):
         if isinstance(factor, Diagonal):  # the conv input is never unfolded
             return factor.gram_projection_from_diagonal(rows.column_square_sums())
-        return factor.gram_projection(rows.matrix().to(factor.dtype).T)
+        return factor.gram_projection(rows.transposed().to(factor.dtype))
 
 
 def _scalar(trace: Tensor) -> Tensor:

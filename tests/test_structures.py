@@ -282,10 +282,12 @@ def test_from_inner_equals_projection_of_outer_product(
 def test_gram_projection(name: str, d: int, opts: dict[str, int]) -> None:
     s = random_member(name, d, opts)
     dense = s.to_dense()
-    x = randn(d, 4)
-    with_x = s.gram_projection(x)
-    assert type(with_x) is type(s) and with_x.options == s.options
-    assert_dense(with_x.to_dense(), reference_projection(name, dense.T @ x @ x.T @ dense, opts))
+    for n in (4, 2 * d + 3):  # few and many columns (dense associates the products by cost)
+        x = randn(d, n, seed=n)
+        with_x = s.gram_projection(x)
+        assert type(with_x) is type(s) and with_x.options == s.options
+        expected = reference_projection(name, dense.T @ x @ x.T @ dense, opts)
+        assert_dense(with_x.to_dense(), expected)
     assert_dense(s.gram_projection().to_dense(), reference_projection(name, dense.T @ dense, opts))
 
 
@@ -520,3 +522,21 @@ def test_sparse_structures_never_form_dense_matrices(name: str) -> None:
     rows = unit.T @ s  # S[idx, :]
     torch.testing.assert_close(right.T @ rows.T, (s @ right)[idx].T, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(left @ columns, (left @ s)[:, idx], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", TOEPLITZ)
+@pytest.mark.parametrize("columns", [3, 11, 4 * 257])
+def test_toeplitz_gram_projection_paths_match_dense(
+    name: str, columns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pi(S^T x x^T S) by chunked FFTs (few columns) or by x x^T first (many columns)."""
+    d = 257
+    monkeypatch.setattr(toeplitz_module, "FFT_CHUNK_ENTRIES", 4 * 1024)  # chunks of 7 columns
+    s = random_member(name, d, {}, seed=1)
+    dense = s.to_dense()
+    x = randn(d, columns, seed=columns)
+    expected = reference_projection(name, dense.T @ x @ x.T @ dense, {})
+    assert_dense(s.gram_projection(x).to_dense(), expected, tol=1e-9)
+    assert_dense(
+        STRUCTURES[name].from_inner(x).to_dense(), reference_projection(name, x @ x.T, {}), tol=1e-9
+    )

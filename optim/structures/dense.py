@@ -50,5 +50,18 @@ class Dense(StructuredMatrix):
     def _rmatmul_dense(self, mat: Tensor) -> Tensor:
         return mat @ self.mat
 
+    def gram_projection(self, x: Tensor | None = None) -> Dense:
+        """``S^T x x^T S``, associating the products by cost.
+
+        For ``n > 2 d`` columns, ``S^T (x x^T) S`` (``n d^2 + 2 d^3``) is cheaper than
+        ``(S^T x)(S^T x)^T`` (``2 n d^2``); e.g. the unfolded input of an early conv layer.
+        """
+        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
+            return super().gram_projection(x)  # S^T S, or the base class's shape error
+        if x.shape[1] > 2 * self.dim:
+            return self._like({"mat": self.mat.T @ (x @ x.T) @ self.mat})
+        projected = self.mat.T @ x
+        return self._like({"mat": projected @ projected.T})
+
     def _gram_self(self) -> Dense:
         return self._like({"mat": self.mat.T @ self.mat})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import ClassVar
 
@@ -33,6 +34,16 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 # Up to this size a dense d x d Toeplitz matmul beats the FFT on CPU (measured
 # crossover d ~ 200 for many right-hand sides); its d^2 scratch is negligible.
 DENSE_MAX_DIM = 128
+
+# Pi(S^T x x^T S) for x with n >= GRAM_FIRST_MIN_RATIO * d columns and
+# d <= GRAM_FIRST_MAX_DIM forms U = x x^T by one matmul and applies S to it (measured
+# on CPU: 3.5x faster than the per-column FFTs at n = 32768, d = 577; slower from d ~ 2300).
+GRAM_FIRST_MAX_DIM = 1536
+GRAM_FIRST_MIN_RATIO = 4
+
+# The per-column FFT path works on chunks of columns of about this many FFT entries,
+# so its temporaries stay small (a conv layer's unfolded input has ~10^5 columns).
+FFT_CHUNK_ENTRIES = 1 << 22
 
 
 def dense_toeplitz(coeffs: Tensor, lower: bool) -> Tensor:
@@ -112,16 +123,59 @@ class _Toeplitz(StructuredMatrix):
 
     @classmethod
     def _project_inner(cls, x: Tensor, options: dict[str, int]) -> dict[str, Tensor]:
-        """Diagonal sums of x x^T are autocorrelations of x's columns: one FFT."""
+        """Diagonal sums of x x^T are autocorrelations of x's columns: one FFT each."""
         dim = x.shape[0]
         if dim <= DENSE_MAX_DIM:
             return cls._project(x @ x.T, options)
+        return {"coeffs": cls._autocorrelation_coeffs(x.T, lambda rows: rows, x.dtype)}
+
+    @staticmethod
+    def _autocorrelation_coeffs(
+        rows: Tensor, transform: Callable[[Tensor], Tensor], dtype: torch.dtype
+    ) -> Tensor:
+        """Projection coefficients of ``Y^T Y`` for ``Y = transform(rows)``, chunk by chunk.
+
+        The j-th diagonal sum of ``Y^T Y`` is the lag-j autocorrelation of ``Y``'s rows,
+        summed: the inverse FFT of the summed power spectra.
+
+        Args:
+            rows: ``n x d`` (e.g. the transposed columns of ``x``).
+            transform: Maps a chunk of rows (``c x d``) to the rows of ``Y`` (``c x d``).
+            dtype: Dtype of the result.
+        """
+        dim = rows.shape[1]
         length = _fft_length(2 * dim - 1)
-        rows = x.T.to(_work_dtype(x.dtype)).contiguous()  # FFTs along contiguous rows are faster
-        x_hat = torch.fft.rfft(rows, n=length, dim=-1)
-        power = (x_hat.real.square() + x_hat.imag.square()).sum(0)
+        chunk = max(1, FFT_CHUNK_ENTRIES // length)
+        power = None
+        for start in range(0, rows.shape[0], chunk):
+            block = transform(rows[start : start + chunk].to(_work_dtype(rows.dtype)))
+            block_hat = torch.fft.rfft(block, n=length, dim=-1)
+            block_power = (block_hat.real.square() + block_hat.imag.square()).sum(0)
+            power = block_power if power is None else power.add_(block_power)
+        assert power is not None
         sums = torch.fft.irfft(power, n=length)[:dim]
-        return {"coeffs": _coeffs_from_diagonal_sums(sums).to(x.dtype)}
+        return _coeffs_from_diagonal_sums(sums).to(dtype)
+
+    def gram_projection(self, x: Tensor | None = None) -> _Toeplitz:
+        """``Pi(S^T x x^T S)`` without a ``d x n`` temporary.
+
+        Many columns and moderate ``d`` (an unfolded conv input): ``U = x x^T`` by one
+        matmul, then ``S^T U S`` by Toeplitz products. Otherwise ``S^T x`` and the
+        autocorrelations of its columns, by FFTs over chunks of columns.
+        """
+        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
+            return super().gram_projection(x)  # S^T S, or the base class's shape error
+        dim, columns = x.shape
+        if dim <= DENSE_MAX_DIM or (
+            dim <= GRAM_FIRST_MAX_DIM and columns >= GRAM_FIRST_MIN_RATIO * dim
+        ):
+            inner = x @ x.T
+            projected = self._rmatmul_dense(self._rmatmul_dense(inner).T)  # S^T U S
+            return self._like(self._project(projected.to(self.dtype), self.options))
+        coeffs = self._autocorrelation_coeffs(
+            x.T, self._rmatmul_dense, self.dtype
+        )  # rows of (S^T x)^T = x^T S
+        return self._like({"coeffs": coeffs})
 
     def to_dense(self) -> Tensor:
         return dense_toeplitz(self.coeffs, self.lower)
