@@ -126,6 +126,37 @@ class Hierarchical(StructuredMatrix):
         out[:, k1:].addmm_(mat[:, k1 + m :], self.bottom)
         return out
 
+    def gram_projection(self, x: Tensor | None = None) -> Hierarchical:
+        """``Pi(S^T U S)`` for ``U = x x^T``, from the rows of ``U`` in groups 1 and 3.
+
+        The projection reads the rows of ``S^T U S`` in groups 1 and 3, which need only
+        ``P = x_{1,3} x^T`` (``(k1 + k2) d n`` work), and the diagonal of its middle block,
+        which needs ``P`` and ``diag(U_22)`` (one pass over ``x_2``). Neither ``U`` nor
+        ``S^T x`` is formed.
+        """
+        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
+            return super().gram_projection(x)  # S^T S, or the base class's shape error
+        k1, m, k2 = self._sizes
+        split = k1 + m
+        a11, a12, a13 = self.top[:, :k1], self.top[:, k1:split], self.top[:, split:]
+        a32, a33 = self.bottom[:, :m], self.bottom[:, m:]
+        rows_1, rows_3 = x[:k1] @ x.T, x[split:] @ x.T  # P: rows of U in groups 1, 3
+        u11, u12, u13 = rows_1[:, :k1], rows_1[:, k1:split], rows_1[:, split:]
+        u32, u33 = rows_3[:, k1:split], rows_3[:, split:]
+        # rows 1 and 3 of U S, then of S^T (U S)
+        us_1, us_3 = self._rmatmul_dense(rows_1), self._rmatmul_dense(rows_3)
+        top = self._double_columns(a11.T @ us_1, k1, self.dim)
+        bottom = self._double_columns(a13.T @ us_1[:, k1:] + a33.T @ us_3[:, k1:], 0, m)
+        # diag of s_2^T U s_2 with s_2 = E_1 A12 + E_2 D + E_3 A32 (E_g: rows of group g)
+        middle = (
+            (a12 * (u11 @ a12)).sum(0)
+            + self.middle.square() * row_sums_of_squares(x[k1:split])
+            + (a32 * (u33 @ a32)).sum(0)
+            + 2 * self.middle * ((a12 * u12).sum(0) + (a32 * u32).sum(0))
+            + 2 * (a12 * (u13 @ a32)).sum(0)
+        )
+        return self._like({"top": top, "middle": middle, "bottom": bottom})
+
     def _gram_self(self) -> Hierarchical:
         """Projection of S^T S, built from the column groups of S."""
         k1, m, _ = self._sizes
