@@ -60,7 +60,8 @@ def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
         kfac_approx: ``"expand"`` or ``"reduce"``.
 
     Returns:
-        ``A`` of shape ``rows x d_in`` (bias column included).
+        ``A`` of shape ``rows x d_in`` (bias column included), stored column-major (the
+        transpose of a contiguous tensor, so ``A^T`` is free).
     """
     x = x.detach()
     if layer.kind == "conv2d" and kfac_approx == "expand":
@@ -72,12 +73,12 @@ def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
     else:
         rows = x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
     scale = 1.0 / math.sqrt(rows.shape[0])
-    if layer.bias is None:
-        return rows * scale
-    out = rows.new_empty(rows.shape[0], rows.shape[1] + 1)
-    torch.mul(rows, scale, out=out[:, :-1])
-    out[:, -1] = scale
-    return out
+    width = rows.shape[1]
+    out = rows.new_empty(width + (0 if layer.bias is None else 1), rows.shape[0])
+    torch.mul(rows.T, scale, out=out[:width])  # column-major, as for conv inputs
+    if layer.bias is not None:
+        out[-1] = scale
+    return out.T
 
 
 def _conv_expand_matrix(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Tensor:
@@ -279,7 +280,7 @@ def grad_output_matrix(
         loss_average: ``"batch"``, ``"batch+sequence"`` or ``None`` (see module doc).
 
     Returns:
-        ``B`` of shape ``rows x d_out``.
+        ``B`` of shape ``rows x d_out``, stored column-major (``B^T`` is free).
     """
     grad = grad.detach()
     if layer.kind == "conv2d" and kfac_approx == "expand":
@@ -297,9 +298,9 @@ def grad_output_matrix(
         rows = grad.reshape(-1, grad.shape[-1])
     else:
         rows = grad.sum(dim=1)
-    if loss_average is None:
-        return rows
-    return rows * _grad_scale(batch_size, locations, loss_average)
+    out = rows.new_empty(rows.shape[1], rows.shape[0])  # column-major: B^T is free
+    torch.mul(rows.T, _grad_scale(batch_size, locations, loss_average), out=out)
+    return out.T
 
 
 def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
