@@ -155,8 +155,7 @@ class KroneckerOptimizer(Optimizer):
         """``m <- momentum m + direction + weight_decay w``; ``w <- w - lr m``."""
         group = self.hyper
         direction = direction.to(param.dtype)
-        if group["weight_decay"] != 0.0:
-            direction = direction.add(param, alpha=group["weight_decay"])
+        weight_decay = group["weight_decay"]
         if group["momentum"] != 0.0:
             state = self.state[param]
             buffer = state.get("momentum_buffer")
@@ -164,7 +163,11 @@ class KroneckerOptimizer(Optimizer):
                 buffer = state["momentum_buffer"] = direction.clone()
             else:
                 buffer.mul_(group["momentum"]).add_(direction)
+            if weight_decay != 0.0:
+                buffer.add_(param, alpha=weight_decay)
             direction = buffer
+        elif weight_decay != 0.0:
+            direction = direction.add(param, alpha=weight_decay)
         param.add_(direction, alpha=-group["lr"])
 
     def _update_layer(self, layer: KroneckerLayer, direction: Tensor) -> None:

@@ -314,6 +314,8 @@ class SINGD(KroneckerOptimizer):
         factors = self._factors(layer)
         k, c = factors["K"], factors["C"]
         grad = grad.to(k.dtype)
+        if isinstance(k, Diagonal) and isinstance(c, Diagonal):  # two passes instead of four
+            return (grad * k.diag.square()).mul_(c.diag.square().unsqueeze(1))
         grad_kk_t = k @ (grad @ k).T  # (grad K K^T)^T, d_i x d_o
         return c @ (grad_kk_t @ c).T  # C C^T grad K K^T, d_o x d_i
 
