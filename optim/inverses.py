@@ -69,21 +69,52 @@ def cholesky_inverse(factor: Tensor, damping: float) -> Tensor:
     return torch.cholesky_inverse(lower).to(factor.dtype)
 
 
+def _product(matrix: Tensor, other: Tensor) -> Tensor:
+    """``matrix @ other``, laid out column-major as LAPACK wants it (no copy in QR / LU)."""
+    return (other.mT @ matrix.mT).mT
+
+
+def _lu_basis(sample: Tensor) -> Tensor:
+    """Well-conditioned basis ``P L`` of the range of a tall ``Y = P L U`` (partial pivoting).
+
+    Re-normalises the intermediate power iterations at half the cost of a QR or less,
+    as fbpca does (Li et al., 2017, ACM TOMS Alg. 971): ``L`` is unit lower trapezoidal
+    with entries of modulus at most one, so ``P L`` keeps the span of ``Y`` (if of full
+    rank) without its ill-conditioning.
+    """
+    lu, pivots, _ = torch.linalg.lu_factor_ex(sample)
+    top = lu[: lu.shape[1]]
+    top.tril_(-1)
+    top.diagonal().fill_(1.0)
+    # LAPACK's pivots are 1-based row swaps applied in order; ``moved`` maps row i of
+    # ``L`` to its row in ``P L``.
+    moved: dict[int, int] = {}
+    for row, pivot in enumerate(pivots.tolist()):
+        pivot -= 1
+        if pivot != row:
+            moved[row], moved[pivot] = moved.get(pivot, pivot), moved.get(row, row)
+    if moved:
+        index = torch.tensor(list(moved.items()), device=lu.device)
+        rows = lu.mT  # contiguous for LAPACK's column-major ``lu``
+        rows.index_copy_(1, index[:, 1], rows.index_select(1, index[:, 0]))
+    return lu
+
+
 def _range_basis(
     matrix: Tensor, sketch_size: int, power_iters: int, generator: torch.Generator
 ) -> Tensor:
-    """Orthonormal ``n x k`` basis ``Q`` of the range of ``X Omega`` (Alg. 2, lines 3-5).
+    """Orthonormal ``n x k`` basis ``Q`` of the range of ``X^(q+1) Omega`` (Alg. 2, lines 3-5).
 
-    Each power (subspace) iteration multiplies by the symmetric ``X`` once more and
-    re-orthonormalises by a QR decomposition, so the basis spans ``X^(q+1) Omega``.
+    Each power (subspace) iteration multiplies by the symmetric ``X`` once more; the
+    intermediate products are re-normalised by :func:`_lu_basis`, the last one by QR.
     """
     omega = torch.randn(
         matrix.shape[1], sketch_size, generator=generator, dtype=matrix.dtype, device=matrix.device
     )
-    basis = torch.linalg.qr(matrix @ omega).Q
+    sample = _product(matrix, omega)
     for _ in range(power_iters):
-        basis = torch.linalg.qr(matrix @ basis).Q
-    return basis
+        sample = _product(matrix, _lu_basis(sample))
+    return torch.linalg.qr(sample).Q
 
 
 def rsvd(
@@ -108,8 +139,12 @@ def rsvd(
     """
     x = matrix.to(compute_dtype(matrix.dtype))
     basis = _range_basis(x, _sketch_size(x, rank, oversample), power_iters, generator)
-    _, values, right_t = torch.linalg.svd(basis.T @ x, full_matrices=False)
-    return right_t[:rank].T.to(matrix.dtype), values[:rank].to(matrix.dtype)
+    # ``B^T = Q_B R_B`` and ``R_B^T = U_R Sigma_B W^T`` give ``B = U_R Sigma_B (Q_B W)^T``:
+    # a QR and a ``k x k`` SVD instead of the costlier SVD of the ``k x n`` ``B``.
+    factor, triangle = torch.linalg.qr((basis.T @ x).T)
+    _, values, right_t = torch.linalg.svd(triangle.T)
+    vectors = factor @ right_t[:rank].T
+    return vectors.to(matrix.dtype), values[:rank].to(matrix.dtype)
 
 
 def srevd(

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from optim.inverses import (
+    _lu_basis,
+    _range_basis,
     apply_low_rank_inverse,
     cholesky_inverse,
     eigh_inverse,
@@ -121,6 +123,99 @@ def test_eq13_approximates_damped_inverse_of_full_matrix(method):
     assert torch.linalg.norm(result - expected) <= bound * torch.linalg.norm(expected)
     trivial = torch.linalg.norm(other / damping - expected)  # keeping no mode at all
     assert torch.linalg.norm(result - expected) <= 0.1 * trivial
+
+
+@pytest.mark.parametrize("shape", [(50, 7), (31, 31), (64, 1)])
+def test_lu_basis_is_p_times_l_and_spans_the_sample(shape):
+    rows, cols = shape
+    gen = generator(4)
+    sample = torch.randn(rows, rows, generator=gen, dtype=torch.float64) @ torch.randn(
+        rows, cols, generator=gen, dtype=torch.float64
+    )
+    lu, pivots = torch.linalg.lu_factor(sample)
+    permutation, lower, _ = torch.lu_unpack(lu, pivots)
+    basis = _lu_basis(sample)
+    torch.testing.assert_close(basis, permutation @ lower, rtol=0, atol=0)
+    projector = basis @ torch.linalg.pinv(basis)
+    torch.testing.assert_close(projector @ sample, sample)
+
+
+def test_lu_basis_tames_ill_conditioning_and_rank_deficiency():
+    """``P L`` has unit diagonal and entries <= 1: full rank, well conditioned."""
+    matrix, _ = decaying_psd(decay=0.5)
+    omega = torch.randn(DIM, 20, generator=generator(5), dtype=torch.float64)
+    for sample in (matrix @ omega, matrix[:, :3] @ omega[:3]):  # condition ~1e5; rank 3
+        basis = _lu_basis(sample)
+        singular = torch.linalg.svdvals(basis)
+        assert singular[0] / singular[-1] < 1e3 < torch.linalg.cond(sample)
+        assert basis.abs().max() <= 1.0
+
+
+def qr_range_basis(matrix, sketch_size, power_iters, gen):
+    """Alg. 2, lines 3-5, with a Householder QR after every product (reference)."""
+    omega = torch.randn(matrix.shape[1], sketch_size, generator=gen, dtype=matrix.dtype)
+    basis = torch.linalg.qr(matrix @ omega).Q
+    for _ in range(power_iters):
+        basis = torch.linalg.qr(matrix @ basis).Q
+    return basis
+
+
+@pytest.mark.parametrize("power_iters", [0, 1, 4])
+def test_range_basis_spans_the_power_iterate_like_qr_iterations(power_iters):
+    """LU-normalised iterations give an orthonormal ``Q`` with the span of ``X^(q+1) Omega``."""
+    matrix, _ = decaying_psd(decay=0.9)
+    basis = _range_basis(matrix, 20, power_iters, generator(6))
+    reference = qr_range_basis(matrix, 20, power_iters, generator(6))
+    torch.testing.assert_close(basis.T @ basis, torch.eye(20, dtype=torch.float64))
+    torch.testing.assert_close(basis @ basis.T, reference @ reference.T, rtol=0, atol=1e-8)
+
+
+def test_range_basis_float32_ill_conditioned_matches_float64_reference():
+    """Spectrum ``i^-2`` (condition ~1e4 per product) in float32, 4 power iterations."""
+    gen = generator(7)
+    dim, sketch = 300, 30
+    orthogonal = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64)).Q
+    spectrum = torch.arange(1, dim + 1, dtype=torch.float64).pow(-2.0)
+    matrix = (orthogonal * spectrum) @ orthogonal.T
+    basis = _range_basis(matrix.float(), sketch, 4, generator(8))
+    reference = qr_range_basis(matrix, sketch, 4, generator(8))
+    torch.testing.assert_close(basis.T @ basis, torch.eye(sketch), rtol=0, atol=1e-5)
+    # The leading eigenvectors lie in the float32 basis as well as in the float64 one.
+    top = orthogonal[:, :10]
+    for candidate in (basis.double(), reference):
+        assert torch.linalg.norm(top - candidate @ (candidate.T @ top)) < 1e-3
+
+
+def test_rsvd_is_the_right_singular_factor_of_b():
+    """Alg. 2: ``(V, d)`` are the leading right singular pairs of ``B = Q^T X``."""
+    matrix, _ = decaying_psd(decay=0.9)
+    vectors, values = rsvd(matrix, RANK, 10, 2, generator(9))
+    basis = _range_basis(matrix, RANK + 10, 2, generator(9))
+    _, expected_values, right_t = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
+    expected = right_t[:RANK].T
+    torch.testing.assert_close(values, expected_values[:RANK])
+    # Same vectors up to sign: compare the rank-one projectors column by column.
+    torch.testing.assert_close(vectors.abs().sum(0), expected.abs().sum(0))
+    torch.testing.assert_close((vectors.T @ expected).abs(), torch.eye(RANK, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", [rsvd, srevd])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exactly_low_rank_matrix_is_recovered(method, dtype):
+    """Rank 5 < ``r``: exact top eigenpairs, zero values beyond, still orthonormal ``V``."""
+    gen = generator(10)
+    factor = torch.randn(DIM, 5, generator=gen, dtype=torch.float64)
+    matrix = factor @ factor.T
+    vectors, values = method(matrix.to(dtype), RANK, 5, 2, generator(11))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(
+        vectors.T @ vectors, torch.eye(RANK, dtype=dtype), rtol=0, atol=100 * eps
+    )
+    exact = torch.linalg.eigvalsh(matrix).flip(0)[:5]
+    torch.testing.assert_close(values[:5].double(), exact, rtol=100 * eps, atol=0)
+    assert torch.all(values[5:].abs() <= 100 * eps * exact[0])
+    error = torch.linalg.matrix_norm(matrix - ((vectors * values) @ vectors.T).double())
+    assert error <= 100 * eps * torch.linalg.matrix_norm(matrix)
 
 
 @pytest.mark.parametrize("method", [rsvd, srevd])
