@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from optim.base import KroneckerOptimizer, check_choice, check_number
 from optim.capture import LayerRows
+from optim.gram import gram
 from optim.inverses import (
     apply_low_rank_inverse,
     cholesky_inverse,
@@ -263,8 +264,7 @@ class KFAC(KroneckerOptimizer):
 def _gram(rows: Tensor) -> Tensor:
     """``rows^T rows`` in at least float32, also under autocast."""
     with torch.autocast(rows.device.type, enabled=False):
-        rows = rows.to(compute_dtype(rows.dtype))
-        return rows.T @ rows
+        return gram(rows.T.to(compute_dtype(rows.dtype)))
 
 
 def _ema_update(factor: Tensor, statistic: Tensor, ema: float) -> None:

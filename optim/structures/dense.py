@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from optim.gram import gram
 from optim.structures.base import StructuredMatrix
 
 
@@ -59,9 +60,8 @@ class Dense(StructuredMatrix):
         if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
             return super().gram_projection(x)  # S^T S, or the base class's shape error
         if x.shape[1] > 2 * self.dim:
-            return self._like({"mat": self.mat.T @ (x @ x.T) @ self.mat})
-        projected = self.mat.T @ x
-        return self._like({"mat": projected @ projected.T})
+            return self._like({"mat": self.mat.T @ gram(x) @ self.mat})
+        return self._like({"mat": gram(self.mat.T @ x)})
 
     def _gram_self(self) -> Dense:
-        return self._like({"mat": self.mat.T @ self.mat})
+        return self._like({"mat": gram(self.mat.T)})

@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from optim.gram import gram
 from optim.structures.base import StructuredMatrix
 
 
@@ -169,7 +170,7 @@ class _Toeplitz(StructuredMatrix):
         if dim <= DENSE_MAX_DIM or (
             dim <= GRAM_FIRST_MAX_DIM and columns >= GRAM_FIRST_MIN_RATIO * dim
         ):
-            inner = x @ x.T
+            inner = gram(x)
             projected = self._rmatmul_dense(self._rmatmul_dense(inner).T)  # S^T U S
             return self._like(self._project(projected.to(self.dtype), self.options))
         coeffs = self._autocorrelation_coeffs(
