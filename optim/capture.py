@@ -67,7 +67,7 @@ def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
     if layer.kind == "conv2d" and kfac_approx == "expand":
         return _conv_expand_matrix(layer.module, x, with_bias=layer.bias is not None)
     if layer.kind == "conv2d":
-        rows = _conv_patches(layer.module, x, kfac_approx)
+        rows = _conv_patch_means(layer.module, x)
     elif kfac_approx == "expand" or x.dim() == 2:
         rows = x.reshape(-1, x.shape[-1])
     else:
@@ -115,19 +115,16 @@ class LayerRows:
         build: Returns the matrix (``rows x d``).
         square_sums: Returns ``diag(A^T A)`` (length ``d``, float32 or wider) without
             building ``A``; ``None`` computes it from the matrix.
-        num_rows: Number of rows of the matrix.
     """
 
     def __init__(
         self,
         build: Callable[[], Tensor],
         square_sums: Callable[[], Tensor] | None,
-        num_rows: int,
     ) -> None:
         self._build = build
         self._square_sums = square_sums
         self._matrix: Tensor | None = None
-        self.num_rows = num_rows
 
     def matrix(self) -> Tensor:
         """``A`` (``rows x d``; may be a transposed view); built once, then cached."""
@@ -150,7 +147,6 @@ class LayerRows:
         return LayerRows(
             lambda: self.matrix() * factor,
             lambda: self.column_square_sums() * factor**2,
-            self.num_rows,
         )
 
 
@@ -176,18 +172,20 @@ def input_rows(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> LayerRows:
     bias = layer.bias is not None
     if layer.kind == "conv2d" and kfac_approx == "expand":
         conv = layer.module
-        rows = x.shape[0] * math.prod(conv_output_size(conv, x))
-        return LayerRows(build, lambda: _conv_expand_square_sums(conv, x, bias), rows)
+        return LayerRows(build, lambda: _with_bias_entry(_conv_expand_square_sums(conv, x), bias))
     if layer.kind == "conv2d" or (kfac_approx == "reduce" and x.dim() > 2):
-        return LayerRows(build, None, x.shape[0])  # per-sample means: a small matrix
+        return LayerRows(build, None)  # per-sample means: a small matrix
     flat = x.reshape(-1, x.shape[-1])
-    rows = flat.shape[0]
+    return LayerRows(
+        build, lambda: _with_bias_entry(_square_sums(flat, dim=0) / flat.shape[0], bias)
+    )
 
-    def square_sums() -> Tensor:
-        sums = _square_sums(flat, dim=0) / rows
-        return torch.cat([sums, sums.new_ones(1)]) if bias else sums
 
-    return LayerRows(build, square_sums, rows)
+def _with_bias_entry(column_square_sums: Tensor, bias: bool) -> Tensor:
+    """Append the bias column's ``sum_rows (1/sqrt(rows))^2 = 1`` if there is a bias."""
+    if not bias:
+        return column_square_sums
+    return torch.cat([column_square_sums, column_square_sums.new_ones(1)])
 
 
 def conv_output_size(conv: torch.nn.Conv2d, x: Tensor) -> tuple[int, int]:
@@ -213,8 +211,8 @@ def _offset_windows(conv: torch.nn.Conv2d, x: Tensor) -> list[tuple[slice, slice
     ]
 
 
-def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) -> Tensor:
-    """``diag(A^T A)`` of the scaled im2col ``A`` without unfolding.
+def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor) -> Tensor:
+    """``diag(A^T A)`` of the scaled im2col ``A`` (bias column excluded) without unfolding.
 
     Column ``(c, i, j)`` of ``A`` holds the input of channel ``c`` at kernel offset
     ``(i, j)`` of every output location, so its sum of squares is a strided window sum
@@ -224,8 +222,7 @@ def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor, with_bias: bool) 
     out_h, out_w = conv_output_size(conv, x)
     squares = F.pad(_square_sums(x, dim=0), (pw, pw, ph, ph))  # [C, H + 2ph, W + 2pw]
     sums = [squares[:, rows, cols].sum(dim=(1, 2)) for rows, cols in _offset_windows(conv, x)]
-    columns = torch.stack(sums, dim=1).reshape(-1) / (x.shape[0] * out_h * out_w)
-    return torch.cat([columns, columns.new_ones(1)]) if with_bias else columns
+    return torch.stack(sums, dim=1).reshape(-1) / (x.shape[0] * out_h * out_w)
 
 
 def grad_rows(
@@ -246,7 +243,7 @@ def grad_rows(
     grad = grad.detach()
     build = lambda: grad_output_matrix(layer, grad, kfac_approx, loss_average)  # noqa: E731
     if kfac_approx != "expand":
-        return LayerRows(build, None, grad.shape[0])
+        return LayerRows(build, None)
     batch_size = grad.shape[0]
     if layer.kind == "conv2d":
         locations, sum_dims = grad.shape[2] * grad.shape[3], (0, 2, 3)
@@ -256,9 +253,7 @@ def grad_rows(
             tuple(range(grad.dim() - 1)),
         )
     factor = _grad_scale(batch_size, locations, loss_average) ** 2
-    return LayerRows(
-        build, lambda: _square_sums(grad, dim=sum_dims) * factor, batch_size * locations
-    )
+    return LayerRows(build, lambda: _square_sums(grad, dim=sum_dims) * factor)
 
 
 def _grad_scale(batch_size: int, locations: int, loss_average: str | None) -> float:
@@ -283,33 +278,27 @@ def grad_output_matrix(
         ``B`` of shape ``rows x d_out``, stored column-major (``B^T`` is free).
     """
     grad = grad.detach()
-    if layer.kind == "conv2d" and kfac_approx == "expand":
-        # column-major [C_out, B*L] storage: one fast copy, B^T free (as for the inputs)
-        scale = _grad_scale(grad.shape[0], grad.shape[2] * grad.shape[3], loss_average)
-        out = grad.new_empty(grad.shape[1], grad.shape[0], grad.shape[2] * grad.shape[3])
-        torch.mul(grad.flatten(start_dim=2).transpose(0, 1), scale, out=out)
-        return out.reshape(grad.shape[1], -1).T
     if layer.kind == "conv2d":
         grad = grad.flatten(start_dim=2).transpose(1, 2)  # [B, locations, C_out]
     else:
         grad = grad.reshape(grad.shape[0], -1, grad.shape[-1])  # [B, positions, d_out]
     batch_size, locations = grad.shape[0], grad.shape[1]
     if kfac_approx == "expand":
-        rows = grad.reshape(-1, grad.shape[-1])
+        columns = grad.permute(2, 0, 1)  # [d_out, B, locations]: reads conv maps contiguously
     else:
-        rows = grad.sum(dim=1)
-    out = rows.new_empty(rows.shape[1], rows.shape[0])  # column-major: B^T is free
-    torch.mul(rows.T, _grad_scale(batch_size, locations, loss_average), out=out)
-    return out.T
+        columns = grad.sum(dim=1).T  # [d_out, B]
+    out = grad.new_empty(columns.shape)  # column-major storage: B^T is free, one copy
+    torch.mul(columns, _grad_scale(batch_size, locations, loss_average), out=out)
+    return out.reshape(out.shape[0], -1).T
 
 
-def _conv_patches(conv: torch.nn.Conv2d, x: Tensor, kfac_approx: str) -> Tensor:
-    """Unfolded conv input: ``[B*L, C*kh*kw]`` (expand) or its mean over ``L`` (reduce)."""
+def _conv_patch_means(conv: torch.nn.Conv2d, x: Tensor) -> Tensor:
+    """Per-sample mean over output locations of the unfolded input (``"reduce"``).
+
+    Each kernel offset's mean is that of one strided slice of the padded input, so
+    nothing is unfolded. Returns ``[B, C*kh*kw]`` in unfold order.
+    """
     padding = conv_padding(conv)
-    if kfac_approx == "expand":
-        patches = F.unfold(x, conv.kernel_size, conv.dilation, padding, conv.stride)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
-    # reduce: mean over output locations of each kernel offset's input slice
     windows = _offset_windows(conv, x)
     x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     means = [x[:, :, rows, cols].mean(dim=(2, 3)) for rows, cols in windows]

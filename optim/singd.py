@@ -395,11 +395,9 @@ class SINGD(KroneckerOptimizer):
 
 
 def _curvature(factor: StructuredMatrix, rows: LayerRows) -> StructuredMatrix:
-    """``Pi(S^T X^T X S)`` for the rows ``X``; a diagonal ``S`` reads only ``diag(X^T X)``."""
+    """``Pi(S^T X^T X S)`` for the rows ``X``, in the factor dtype, outside autocast."""
     with torch.autocast(factor.device.type, enabled=False):
-        if isinstance(factor, Diagonal):  # the conv input is never unfolded
-            return factor.gram_projection_from_diagonal(rows.column_square_sums())
-        return factor.gram_projection(rows.transposed().to(factor.dtype))
+        return factor.gram_projection_of_rows(rows)
 
 
 def _scalar(trace: Tensor) -> Tensor:

@@ -540,3 +540,28 @@ def test_toeplitz_gram_projection_paths_match_dense(
     assert_dense(
         STRUCTURES[name].from_inner(x).to_dense(), reference_projection(name, x @ x.T, {}), tol=1e-9
     )
+
+
+class _Rows:
+    """Rows ``X`` given as ``X^T``, like ``optim.capture.LayerRows``."""
+
+    def __init__(self, x_t: torch.Tensor) -> None:
+        self.x_t = x_t
+
+    def transposed(self) -> torch.Tensor:
+        return self.x_t
+
+    def column_square_sums(self) -> torch.Tensor:
+        return self.x_t.square().sum(1)
+
+
+@pytest.mark.parametrize(("name", "d", "opts"), PARAMS)
+def test_gram_projection_of_rows_equals_gram_projection(
+    name: str, d: int, opts: dict[str, int]
+) -> None:
+    """Every structure (diagonal: from the column square sums only) gives Pi(S^T X^T X S)."""
+    s = random_member(name, d, opts)
+    x = randn(d, 7)
+    dense = s.to_dense()
+    expected = reference_projection(name, dense.T @ x @ x.T @ dense, opts)
+    assert_dense(s.gram_projection_of_rows(_Rows(x)).to_dense(), expected)

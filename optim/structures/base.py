@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from numbers import Integral, Real
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -57,6 +57,18 @@ def validate_options(
             )
         resolved[key] = int(value)
     return resolved
+
+
+class RowSource(Protocol):
+    """Rows ``X`` (``n x d``) of a statistic ``X^T X``, e.g. ``optim.capture.LayerRows``."""
+
+    def transposed(self) -> Tensor:
+        """``X^T`` (``d x n``)."""
+        ...
+
+    def column_square_sums(self) -> Tensor:
+        """``diag(X^T X)``, possibly without forming ``X``."""
+        ...
 
 
 def row_sums_of_squares(x: Tensor) -> Tensor:
@@ -325,8 +337,26 @@ class StructuredMatrix(ABC):
         if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a 2-D tensor of shape ({self.dim}, n), got {shape}.")
+        return self._gram_projection_inner(x)
+
+    def _gram_projection_inner(self: StructuredT, x: Tensor) -> StructuredT:
+        """``Pi(S^T x x^T S)`` for a checked ``x`` (default: ``S^T x``, then its projection).
+
+        Structures override this where the projection needs less than ``S^T x``.
+        """
         projected = self._rmatmul_dense(x.T).T  # S^T x
         return self._build(self.dim, self.options, self._project_inner(projected, self.options))
+
+    def gram_projection_of_rows(self: StructuredT, rows: RowSource) -> StructuredT:
+        """``Pi(S^T X^T X S)`` for rows ``X``; each structure reads only what it needs.
+
+        Args:
+            rows: The rows (``X^T`` via ``rows.transposed()``).
+
+        Returns:
+            The projection, in this matrix's dtype.
+        """
+        return self.gram_projection(rows.transposed().to(self.dtype))
 
     # ------------------------------------------------------------------ arithmetic
     def _map(self: StructuredT, fn: Callable[[Tensor], Tensor]) -> StructuredT:

@@ -100,14 +100,12 @@ class BlockDiagonal(StructuredMatrix):
         # M @ S = (S^T M^T)^T keeps the batched product in its fast (q, k, n) layout
         return self._apply(mat.T, transpose=True).T
 
-    def gram_projection(self, x: Tensor | None = None) -> BlockDiagonal:
+    def _gram_projection_inner(self, x: Tensor) -> BlockDiagonal:
         """``Pi(S^T x x^T S)``: block ``i`` is ``S_i^T (x_i x_i^T) S_i``.
 
         Only the diagonal blocks of ``x x^T`` are formed (``n d k`` work) and ``S^T x``
         never is, which halves the work of the generic path for ``n >> k``.
         """
-        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
-            return super().gram_projection(x)  # S^T S, or the base class's shape error
         num_blocks, k, _ = self.blocks.shape
         split = num_blocks * k
         x_blocks = x[:split].reshape(num_blocks, k, x.shape[1])

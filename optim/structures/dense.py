@@ -51,14 +51,12 @@ class Dense(StructuredMatrix):
     def _rmatmul_dense(self, mat: Tensor) -> Tensor:
         return mat @ self.mat
 
-    def gram_projection(self, x: Tensor | None = None) -> Dense:
+    def _gram_projection_inner(self, x: Tensor) -> Dense:
         """``S^T x x^T S``, associating the products by cost.
 
         For ``n > 2 d`` columns, ``S^T (x x^T) S`` (``n d^2 + 2 d^3``) is cheaper than
         ``(S^T x)(S^T x)^T`` (``2 n d^2``); e.g. the unfolded input of an early conv layer.
         """
-        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
-            return super().gram_projection(x)  # S^T S, or the base class's shape error
         if x.shape[1] > 2 * self.dim:
             return self._like({"mat": self.mat.T @ gram(x) @ self.mat})
         return self._like({"mat": gram(self.mat.T @ x)})

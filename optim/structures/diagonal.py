@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from optim.structures.base import StructuredMatrix, row_sums_of_squares
+from optim.structures.base import RowSource, StructuredMatrix, row_sums_of_squares
 
 
 class Diagonal(StructuredMatrix):
@@ -49,21 +49,16 @@ class Diagonal(StructuredMatrix):
     def _rmatmul_dense(self, mat: Tensor) -> Tensor:
         return mat * self.diag
 
-    def gram_projection(self, x: Tensor | None = None) -> Diagonal:
+    def _gram_projection_inner(self, x: Tensor) -> Diagonal:
         """``Diag(S^T x x^T S) = diag(S)^2 * rowsumsq(x)``: one pass over ``x``, no ``S^T x``."""
-        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
-            return super().gram_projection(x)  # S^T S, or the base class's shape error
         return self._like({"diag": self.diag.square() * row_sums_of_squares(x)})
 
-    def gram_projection_from_diagonal(self, gram_diagonal: Tensor) -> Diagonal:
-        """``Diag(S^T U S) = diag(S)^2 * diag(U)``, given only ``diag(U)``.
+    def gram_projection_of_rows(self, rows: RowSource) -> Diagonal:
+        """``Diag(S^T X^T X S) = diag(S)^2 * diag(X^T X)``: reads only the column square sums.
 
-        Args:
-            gram_diagonal: ``diag(U)`` (length ``d``; any floating dtype).
-
-        Returns:
-            The projection, in this matrix's dtype.
+        For a conv layer's rows these come without unfolding its input.
         """
+        gram_diagonal = rows.column_square_sums()
         diag = self.diag.to(torch.promote_types(self.dtype, gram_diagonal.dtype))
         return self._like({"diag": (diag.square() * gram_diagonal).to(self.dtype)})
 

@@ -126,7 +126,7 @@ class Hierarchical(StructuredMatrix):
         out[:, k1:].addmm_(mat[:, k1 + m :], self.bottom)
         return out
 
-    def gram_projection(self, x: Tensor | None = None) -> Hierarchical:
+    def _gram_projection_inner(self, x: Tensor) -> Hierarchical:
         """``Pi(S^T U S)`` for ``U = x x^T``, from the rows of ``U`` in groups 1 and 3.
 
         The projection reads the rows of ``S^T U S`` in groups 1 and 3, which need only
@@ -134,8 +134,6 @@ class Hierarchical(StructuredMatrix):
         which needs ``P`` and ``diag(U_22)`` (one pass over ``x_2``). Neither ``U`` nor
         ``S^T x`` is formed.
         """
-        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
-            return super().gram_projection(x)  # S^T S, or the base class's shape error
         k1, m, k2 = self._sizes
         split = k1 + m
         a11, a12, a13 = self.top[:, :k1], self.top[:, k1:split], self.top[:, split:]

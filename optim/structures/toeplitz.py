@@ -157,15 +157,13 @@ class _Toeplitz(StructuredMatrix):
         sums = torch.fft.irfft(power, n=length)[:dim]
         return _coeffs_from_diagonal_sums(sums).to(dtype)
 
-    def gram_projection(self, x: Tensor | None = None) -> _Toeplitz:
+    def _gram_projection_inner(self, x: Tensor) -> _Toeplitz:
         """``Pi(S^T x x^T S)`` without a ``d x n`` temporary.
 
         Many columns and moderate ``d`` (an unfolded conv input): ``U = x x^T`` by one
         matmul, then ``S^T U S`` by Toeplitz products. Otherwise ``S^T x`` and the
         autocorrelations of its columns, by FFTs over chunks of columns.
         """
-        if x is None or not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != self.dim:
-            return super().gram_projection(x)  # S^T S, or the base class's shape error
         dim, columns = x.shape
         if dim <= DENSE_MAX_DIM or (
             dim <= GRAM_FIRST_MAX_DIM and columns >= GRAM_FIRST_MIN_RATIO * dim
