@@ -155,8 +155,9 @@ def singd_case(
         k_gram, c_gram = k.gram_projection(), c.gram_projection()
         k_weights = (h_c.trace() / dim, damping * c_gram.trace() / dim)
         c_weights = (h_k.trace() / dim, damping * k_gram.trace() / dim)
-        new_k = riemannian_step(k, m_k, h_k, k_gram, *k_weights, alpha1, lr_cov)
-        new_c = riemannian_step(c, m_c, h_c, c_gram, *c_weights, alpha1, lr_cov)
+        # in place, as the optimizer does (K, m_K drift a little over the repeats)
+        new_k = riemannian_step(k, m_k, h_k, k_gram, *k_weights, alpha1, lr_cov, overwrite=True)
+        new_c = riemannian_step(c, m_c, h_c, c_gram, *c_weights, alpha1, lr_cov, overwrite=True)
         return new_k, new_c
 
     def direction() -> Tensor:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optim.matmul import aligned_empty
+
 # Rows below which one matrix product is used (smaller blocks lose matmul efficiency).
 MIN_SPLIT_ROWS = 512
 
@@ -31,7 +33,7 @@ def gram(x: Tensor, min_split_rows: int = MIN_SPLIT_ROWS) -> Tensor:
     dim = x.shape[0]
     if dim < min_split_rows:
         return x @ x.T
-    out = x.new_empty(dim, dim)
+    out = aligned_empty(dim, dim, x)  # odd row lengths slow the products down
     _fill_gram(x, out, min_split_rows)
     return out
 

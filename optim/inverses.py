@@ -20,6 +20,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from optim.matmul import add_matmul, matmul
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype the decompositions run in: float32, or float64 for float64 inputs."""
@@ -40,7 +42,7 @@ def eigh_inverse(factor: Tensor, damping: float) -> Tensor:
     """
     values, vectors = torch.linalg.eigh(factor.to(compute_dtype(factor.dtype)))
     scale = 1.0 / (values.clamp(min=0.0) + damping)
-    return ((vectors * scale) @ vectors.T).to(factor.dtype)
+    return matmul(vectors * scale, vectors.T).to(factor.dtype).contiguous()  # stored
 
 
 def cholesky_inverse(factor: Tensor, damping: float) -> Tensor:
@@ -204,7 +206,9 @@ def apply_low_rank_inverse(
     values = values.to(wide)
     coefficients = (-values / (damping * (values + damping))).to(vectors.dtype)
     if from_right:
-        return torch.addmm(matrix, (matrix @ vectors) * coefficients, vectors.T, beta=1.0 / damping)
-    return torch.addmm(
-        matrix, vectors, coefficients[:, None] * (vectors.T @ matrix), beta=1.0 / damping
+        return add_matmul(
+            matrix, (matrix @ vectors) * coefficients, vectors.T, base_weight=1.0 / damping
+        )
+    return add_matmul(
+        matrix, vectors, coefficients[:, None] * (vectors.T @ matrix), base_weight=1.0 / damping
     )

@@ -41,6 +41,7 @@ from optim.inverses import (
     srevd,
 )
 from optim.layers import KroneckerLayer
+from optim.matmul import matmul
 
 INVERSES = ("eigh", "cholesky", "rsvd", "srevd")
 RANDOMIZED_INVERSES = {"rsvd": rsvd, "srevd": srevd}
@@ -281,7 +282,7 @@ def _apply_inverse(
     """Multiply by ``(S + lambda I)^-1``: a dense inverse or eq. (13) from ``(V, d)``."""
     inverse = state.get("inv_" + side)
     if inverse is not None:
-        return matrix @ inverse if from_right else inverse @ matrix
+        return matmul(matrix, inverse) if from_right else matmul(inverse, matrix)
     return apply_low_rank_inverse(
         state["V_" + side], state["d_" + side], damping, matrix, from_right=from_right
     )

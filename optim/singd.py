@@ -50,6 +50,7 @@ def riemannian_step(
     damping_weight: float | Tensor,
     alpha1: float,
     lr_cov: float,
+    overwrite: bool = False,
 ) -> tuple[StructuredMatrix, StructuredMatrix]:
     """One update of a Kronecker factor and its Riemannian momentum (Fig. 3-4, line 1).
 
@@ -71,13 +72,23 @@ def riemannian_step(
         damping_weight: ``w_lambda``.
         alpha1: Riemannian momentum.
         lr_cov: Preconditioner learning rate ``beta1``.
+        overwrite: Update ``factor`` and ``momentum`` in place and use ``curvature``
+            and ``gram`` as workspace (the caller owns all four); saves every
+            ``d x d`` allocation but one for dense factors.
 
     Returns:
         The new ``(K, m_K)``, in the structure of ``factor``.
     """
-    step = (curvature * (0.5 * curvature_weight) + gram * (0.5 * damping_weight)).add_identity(-0.5)
-    momentum = step if alpha1 == 0.0 or momentum is None else momentum * alpha1 + step
-    return factor - (factor @ momentum) * lr_cov, momentum
+    if not overwrite:
+        curvature, gram = curvature.clone(), gram.clone()
+        momentum = None if momentum is None else momentum.clone()
+    step = curvature.mul_(0.5 * curvature_weight).add_scaled_(gram, 0.5 * damping_weight)
+    step.add_identity_(-0.5)
+    if alpha1 != 0.0 and momentum is not None:
+        step = momentum.mul_(alpha1).add_scaled_(step)
+    if overwrite:
+        return factor.add_self_product_(step, -lr_cov), step
+    return factor.add_self_product(step, -lr_cov), step
 
 
 def parse_structures(
@@ -300,11 +311,12 @@ class SINGD(KroneckerOptimizer):
             k_weights = (_scalar(h_c.trace()) / d_out, damping * _scalar(c_gram.trace()) / d_out)
             c_weights = (_scalar(h_k.trace()) / d_in, damping * _scalar(k_gram.trace()) / d_in)
         alpha1, lr_cov = group["alpha1"], group["lr_cov"]
+        # the statistics, grams and momenta are this step's own: update them in place
         factors["K"], m_k = riemannian_step(
-            k, factors.pop("m_K", None), h_k, k_gram, *k_weights, alpha1, lr_cov
+            k, factors.pop("m_K", None), h_k, k_gram, *k_weights, alpha1, lr_cov, overwrite=True
         )
         factors["C"], m_c = riemannian_step(
-            c, factors.pop("m_C", None), h_c, c_gram, *c_weights, alpha1, lr_cov
+            c, factors.pop("m_C", None), h_c, c_gram, *c_weights, alpha1, lr_cov, overwrite=True
         )
         if alpha1 != 0.0:
             factors["m_K"], factors["m_C"] = m_k, m_c

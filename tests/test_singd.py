@@ -292,6 +292,39 @@ def _ikfac_error(beta1: float, steps: int = 10, damping: float = 0.1) -> float:
     return (k_dense @ k_dense.T - target).norm().item()
 
 
+@pytest.mark.parametrize("name", ["dense", "diagonal", "block_diagonal", "triu_toeplitz"])
+@pytest.mark.parametrize("alpha1", [0.0, 0.5])
+def test_riemannian_step_matches_formula_with_and_without_overwrite(
+    name: str, alpha1: float
+) -> None:
+    """``m <- alpha1 m + (w_H H + w_l G - I) / 2``, ``K <- K (I - beta1 m)`` in dense algebra."""
+    cls, d = STRUCTURES[name], 7
+    generator = torch.Generator().manual_seed(3)
+
+    def member() -> object:
+        sym = torch.randn(d, d, generator=generator, dtype=torch.float64)
+        return cls.from_dense(sym + sym.T)
+
+    k, m_k, curvature, gram = member(), member(), member(), member()
+    dense = {key: x.to_dense() for key, x in zip("kmcg", (k, m_k, curvature, gram), strict=True)}
+    w_h, w_l, lr_cov = torch.tensor(0.8, dtype=torch.float64), 0.3, 0.05
+    step = 0.5 * (w_h * dense["c"] + w_l * dense["g"] - torch.eye(d, dtype=torch.float64))
+    momentum = alpha1 * dense["m"] + step if alpha1 else step
+    expected = (dense["k"] - lr_cov * dense["k"] @ momentum, momentum)
+    new_k, new_m = riemannian_step(k, m_k, curvature, gram, w_h, w_l, alpha1, lr_cov)
+    for key, x in zip("kmcg", (k, m_k, curvature, gram), strict=True):
+        torch.testing.assert_close(x.to_dense(), dense[key])  # inputs untouched
+    for result in (
+        (new_k, new_m),
+        riemannian_step(k, m_k, curvature, gram, w_h, w_l, alpha1, lr_cov, overwrite=True),
+    ):
+        torch.testing.assert_close(result[0].to_dense(), expected[0])
+        torch.testing.assert_close(result[1].to_dense(), expected[1])
+    torch.testing.assert_close(k.to_dense(), expected[0])  # overwritten in place
+    if alpha1:
+        torch.testing.assert_close(m_k.to_dense(), expected[1])
+
+
 def test_theorem1_ikfac_tracks_kfac_to_second_order() -> None:
     # first order would give ratios ~2; the ratios approach 4 as beta1 -> 0
     errors = [_ikfac_error(beta1) for beta1 in (0.005, 0.0025, 0.00125)]

@@ -382,6 +382,36 @@ def test_arithmetic_matches_dense(name: str, d: int, opts: dict[str, int]) -> No
 
 
 @pytest.mark.parametrize(("name", "d", "opts"), PARAMS)
+def test_in_place_arithmetic_matches_dense(name: str, d: int, opts: dict[str, int]) -> None:
+    s1, s2 = random_member(name, d, opts, seed=1), random_member(name, d, opts, seed=2)
+    d1, d2 = s1.to_dense(), s2.to_dense()
+    eye = torch.eye(d, dtype=F64)
+    copy = s1.clone()
+    assert copy.add_identity_(0.7) is copy
+    assert_dense(copy.to_dense(), d1 + 0.7 * eye)
+    assert_dense(s1.to_dense(), d1)  # clone() copied the tensors
+    assert copy.mul_(-2.0) is copy
+    assert_dense(copy.to_dense(), -2.0 * (d1 + 0.7 * eye))
+    copy.mul_(torch.tensor(0.5, dtype=F64)).add_scaled_(s2, 3.0)
+    assert_dense(copy.to_dense(), -(d1 + 0.7 * eye) + 3.0 * d2)
+    copy.add_scaled_(s2, torch.tensor(-1.5, dtype=F64)).add_identity_(torch.tensor(0.7, dtype=F64))
+    assert_dense(copy.to_dense(), -d1 + 1.5 * d2)
+    assert_dense(s2.to_dense(), d2)  # the added operand is not modified
+    result = s1.add_self_product(s2, -0.25)
+    assert type(result) is type(s1) and result.options == s1.options
+    assert_dense(result.to_dense(), d1 - 0.25 * d1 @ d2)
+    assert_dense(s1.to_dense(), d1)
+    assert s1.add_self_product_(s2, -0.25) is s1
+    assert_dense(s1.to_dense(), d1 - 0.25 * d1 @ d2)
+
+
+def test_in_place_add_rejects_another_structure() -> None:
+    dense, diagonal = STRUCTURES["dense"].eye(3), STRUCTURES["diagonal"].eye(3)
+    with pytest.raises(ValueError, match="same structure"):
+        dense.add_scaled_(diagonal)
+
+
+@pytest.mark.parametrize(("name", "d", "opts"), PARAMS)
 def test_eye_and_zeros(name: str, d: int, opts: dict[str, int]) -> None:
     cls = STRUCTURES[name]
     for dtype in (torch.float32, torch.bfloat16):

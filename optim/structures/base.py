@@ -239,7 +239,7 @@ class StructuredMatrix(ABC):
         **options: Any,
     ) -> StructuredT:
         """Return the d x d identity matrix of this structure."""
-        return cls.zeros(d, dtype=dtype, device=device, **options).add_identity(1.0)
+        return cls.zeros(d, dtype=dtype, device=device, **options).add_identity_(1.0)
 
     @classmethod
     def from_state_tensors(
@@ -273,8 +273,12 @@ class StructuredMatrix(ABC):
         """Return the trace as a 0-dim tensor."""
 
     @abstractmethod
+    def add_identity_(self: StructuredT, value: float | Tensor = 1.0) -> StructuredT:
+        """Add ``value * I`` in place; return ``self``."""
+
     def add_identity(self: StructuredT, value: float | Tensor = 1.0) -> StructuredT:
         """Return ``self + value * I`` in the same structure."""
+        return self.clone().add_identity_(value)
 
     @abstractmethod
     def _matmul_structured(self: StructuredT, other: StructuredT) -> StructuredT:
@@ -375,6 +379,44 @@ class StructuredMatrix(ABC):
                 f"Cannot compute {self!r} {op} {other!r}: both operands need the same "
                 "structure, dim and options."
             )
+
+    def clone(self: StructuredT) -> StructuredT:
+        """Return a copy with cloned tensors."""
+        return self._map(torch.clone)
+
+    def mul_(self: StructuredT, value: float | Tensor) -> StructuredT:
+        """Scale in place by a number or 0-dim tensor; return ``self``."""
+        for key in self.tensor_names:
+            getattr(self, key).mul_(value)
+        return self
+
+    def add_scaled_(
+        self: StructuredT, other: StructuredT, weight: float | Tensor = 1.0
+    ) -> StructuredT:
+        """In place ``self += weight * other`` (``weight``: a number or 0-dim tensor)."""
+        self._check_compatible(other, "+")
+        for key in self.tensor_names:
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if isinstance(weight, Tensor):
+                mine.addcmul_(theirs, weight)
+            else:
+                mine.add_(theirs, alpha=weight)
+        return self
+
+    def add_self_product(self: StructuredT, other: StructuredT, weight: float) -> StructuredT:
+        """Return ``self + weight * (self @ other)`` (structures may fuse the two)."""
+        return self + (self @ other) * weight
+
+    def add_self_product_(self: StructuredT, other: StructuredT, weight: float) -> StructuredT:
+        """In place ``self <- self + weight * (self @ other)``; return ``self``.
+
+        The result is copied into the existing tensors, whose memory is already mapped
+        (a fresh ``d x d`` buffer costs page faults on first touch).
+        """
+        result = self.add_self_product(other, weight)
+        for key in self.tensor_names:
+            getattr(self, key).copy_(getattr(result, key))
+        return self
 
     def __add__(self: StructuredT, other: Any) -> StructuredT:
         if not isinstance(other, StructuredMatrix):

@@ -76,11 +76,10 @@ class BlockDiagonal(StructuredMatrix):
     def trace(self) -> Tensor:
         return self.blocks.diagonal(dim1=1, dim2=2).sum() + self.last.diagonal().sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> BlockDiagonal:
-        blocks, last = self.blocks.clone(), self.last.clone()
-        blocks.diagonal(dim1=1, dim2=2).add_(value)
-        last.diagonal().add_(value)
-        return self._like({"blocks": blocks, "last": last})
+    def add_identity_(self, value: float | Tensor = 1.0) -> BlockDiagonal:
+        self.blocks.diagonal(dim1=1, dim2=2).add_(value)
+        self.last.diagonal().add_(value)
+        return self
 
     def _matmul_structured(self, other: BlockDiagonal) -> BlockDiagonal:
         return self._like({"blocks": self.blocks @ other.blocks, "last": self.last @ other.last})

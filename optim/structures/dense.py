@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from optim.gram import gram
+from optim.matmul import add_matmul, matmul
 from optim.structures.base import StructuredMatrix
 
 
@@ -37,19 +38,23 @@ class Dense(StructuredMatrix):
     def trace(self) -> Tensor:
         return self.mat.diagonal().sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> Dense:
-        mat = self.mat.clone()
-        mat.diagonal().add_(value)
-        return self._like({"mat": mat})
+    def add_identity_(self, value: float | Tensor = 1.0) -> Dense:
+        self.mat.diagonal().add_(value)
+        return self
 
     def _matmul_structured(self, other: Dense) -> Dense:
-        return self._like({"mat": self.mat @ other.mat})
+        return self._like({"mat": matmul(self.mat, other.mat)})
 
     def _matmul_dense(self, mat: Tensor) -> Tensor:
-        return self.mat @ mat
+        return matmul(self.mat, mat)
 
     def _rmatmul_dense(self, mat: Tensor) -> Tensor:
-        return mat @ self.mat
+        return matmul(mat, self.mat)
+
+    def add_self_product(self, other: Dense, weight: float) -> Dense:
+        """``S + weight S other`` as one fused product."""
+        self._check_compatible(other, "@")
+        return self._like({"mat": add_matmul(self.mat, self.mat, other.mat, weight)})
 
     def _gram_projection_inner(self, x: Tensor) -> Dense:
         """``S^T x x^T S``, associating the products by cost.
@@ -58,8 +63,8 @@ class Dense(StructuredMatrix):
         ``(S^T x)(S^T x)^T`` (``2 n d^2``); e.g. the unfolded input of an early conv layer.
         """
         if x.shape[1] > 2 * self.dim:
-            return self._like({"mat": self.mat.T @ gram(x) @ self.mat})
-        return self._like({"mat": gram(self.mat.T @ x)})
+            return self._like({"mat": matmul(matmul(self.mat.T, gram(x)), self.mat)})
+        return self._like({"mat": gram(matmul(self.mat.T, x))})
 
     def _gram_self(self) -> Dense:
         return self._like({"mat": gram(self.mat.T)})

@@ -37,8 +37,9 @@ class Diagonal(StructuredMatrix):
     def trace(self) -> Tensor:
         return self.diag.sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> Diagonal:
-        return self._like({"diag": self.diag + value})
+    def add_identity_(self, value: float | Tensor = 1.0) -> Diagonal:
+        self.diag.add_(value)
+        return self
 
     def _matmul_structured(self, other: Diagonal) -> Diagonal:
         return self._like({"diag": self.diag * other.diag})

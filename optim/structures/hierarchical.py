@@ -89,12 +89,12 @@ class Hierarchical(StructuredMatrix):
             + self.bottom[:, m:].diagonal().sum()
         )
 
-    def add_identity(self, value: float | Tensor = 1.0) -> Hierarchical:
+    def add_identity_(self, value: float | Tensor = 1.0) -> Hierarchical:
         k1, m, _ = self._sizes
-        top, bottom = self.top.clone(), self.bottom.clone()
-        top[:, :k1].diagonal().add_(value)
-        bottom[:, m:].diagonal().add_(value)
-        return self._like({"top": top, "middle": self.middle + value, "bottom": bottom})
+        self.top[:, :k1].diagonal().add_(value)
+        self.bottom[:, m:].diagonal().add_(value)
+        self.middle.add_(value)
+        return self
 
     def _matmul_structured(self, other: Hierarchical) -> Hierarchical:
         _, m, _ = self._sizes

@@ -62,11 +62,11 @@ class TriuLowRank(StructuredMatrix):
         k = self.top.shape[0]
         return self.top[:, :k].diagonal().sum() + self.diag.sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> TriuLowRank:
+    def add_identity_(self, value: float | Tensor = 1.0) -> TriuLowRank:
         k = self.top.shape[0]
-        top = self.top.clone()
-        top[:, :k].diagonal().add_(value)
-        return self._like({"top": top, "diag": self.diag + value})
+        self.top[:, :k].diagonal().add_(value)
+        self.diag.add_(value)
+        return self
 
     def _matmul_structured(self, other: TriuLowRank) -> TriuLowRank:
         return self._like({"top": other._rmatmul_dense(self.top), "diag": self.diag * other.diag})
@@ -142,11 +142,11 @@ class TrilLowRank(StructuredMatrix):
         k = self.left.shape[1]
         return self.left[:k].diagonal().sum() + self.diag.sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> TrilLowRank:
+    def add_identity_(self, value: float | Tensor = 1.0) -> TrilLowRank:
         k = self.left.shape[1]
-        left = self.left.clone()
-        left[:k].diagonal().add_(value)
-        return self._like({"left": left, "diag": self.diag + value})
+        self.left[:k].diagonal().add_(value)
+        self.diag.add_(value)
+        return self
 
     def _matmul_structured(self, other: TrilLowRank) -> TrilLowRank:
         return self._like({"left": self._matmul_dense(other.left), "diag": self.diag * other.diag})

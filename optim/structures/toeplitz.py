@@ -182,10 +182,9 @@ class _Toeplitz(StructuredMatrix):
     def trace(self) -> Tensor:
         return self.coeffs[0] * self.dim
 
-    def add_identity(self, value: float | Tensor = 1.0) -> _Toeplitz:
-        coeffs = self.coeffs.clone()
-        coeffs[0] += value
-        return self._like({"coeffs": coeffs})
+    def add_identity_(self, value: float | Tensor = 1.0) -> _Toeplitz:
+        self.coeffs[0] += value
+        return self
 
     def _matmul_structured(self, other: _Toeplitz) -> _Toeplitz:
         # triangular Toeplitz matrices multiply like truncated polynomials

@@ -63,11 +63,10 @@ class _Triangular(StructuredMatrix):
         _, diagonal = _packing(self.dim, self.upper, self.values.device)
         return self.values[diagonal].sum()
 
-    def add_identity(self, value: float | Tensor = 1.0) -> _Triangular:
+    def add_identity_(self, value: float | Tensor = 1.0) -> _Triangular:
         _, diagonal = _packing(self.dim, self.upper, self.values.device)
-        values = self.values.clone()
-        values[diagonal] += value
-        return self._like({"values": values})
+        self.values[diagonal] += value
+        return self
 
     def _matmul_structured(self, other: _Triangular) -> _Triangular:
         return self._like({"values": self._pack(self.to_dense() @ other.to_dense())})
