@@ -595,3 +595,19 @@ def test_gram_projection_of_rows_equals_gram_projection(
     dense = s.to_dense()
     expected = reference_projection(name, dense.T @ x @ x.T @ dense, opts)
     assert_dense(s.gram_projection_of_rows(_Rows(x)).to_dense(), expected)
+
+
+def test_fft_lengths_are_fast_and_short() -> None:
+    for min_length in range(1, 20_000, 7):
+        length = toeplitz_module._fft_length(min_length)
+        assert length >= min_length
+        power = length & -length  # largest power of two dividing the length
+        if length < toeplitz_module.FFT_MIN_POWER_OF_TWO:
+            assert length == power
+        else:
+            assert length // power in toeplitz_module.FFT_ODD_PARTS
+            assert power >= toeplitz_module.FFT_MIN_POWER_OF_TWO
+        # every odd part is available from 75 * 32 on; below, at most the next power of two
+        limit = 1.125 if min_length >= 75 * toeplitz_module.FFT_MIN_POWER_OF_TWO else 2.0
+        assert length <= limit * min_length
+    assert toeplitz_module._fft_length(9217) == 9600  # not the slow 9375 = 3 * 5^5
