@@ -29,7 +29,9 @@ What is kept per layer is decided by the optimizer: the capture calls
 ``input_stat(layer, rows)`` in the forward hook and ``grad_stat(layer, rows)`` in the
 backward hook, where ``rows`` is a :class:`LayerRows` that builds ``A`` (``B``) only
 when asked (``rows.matrix()``) and gives ``diag(A^T A)`` without building it
-(``rows.column_square_sums()``: one pass over the input; a conv input is not unfolded).
+(``rows.column_square_sums()``: one pass over the input; a conv input is not unfolded),
+and ``A^T A`` (``rows.gram()``: for a stride-1 conv input from shifted products of the
+input, :mod:`optim.conv_gram`, without the im2col).
 Only the results are stored (e.g. ``A^T A`` for KFAC, a structured ``Pi(K^T A^T A K)``
 for SINGD), so no activation outlives its backward pass and nothing is recorded on
 other steps.
@@ -45,10 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from optim.conv_gram import conv_input_gram
+from optim.gram import gram
 from optim.layers import KroneckerLayer, conv_padding
 
 KFAC_APPROXIMATIONS = ("expand", "reduce")
 LOSS_AVERAGES = ("batch", "batch+sequence", None)
+CONV_GRAM_MIN_CHANNELS = 16
+"""Stride-1 conv inputs with fewer channels get ``A^T A`` from the im2col matrix."""
 
 
 def input_matrix(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> Tensor:
@@ -115,15 +121,25 @@ class LayerRows:
         build: Returns the matrix (``rows x d``).
         square_sums: Returns ``diag(A^T A)`` (length ``d``, float32 or wider) without
             building ``A``; ``None`` computes it from the matrix.
+        count: The number of rows.
+        device: Where ``A`` lives.
+        gram: Returns ``A^T A`` (float32 or wider) without building ``A``; ``None``
+            computes it from the matrix.
     """
 
     def __init__(
         self,
         build: Callable[[], Tensor],
         square_sums: Callable[[], Tensor] | None,
+        count: int,
+        device: torch.device,
+        gram: Callable[[], Tensor] | None = None,
     ) -> None:
         self._build = build
         self._square_sums = square_sums
+        self._gram = gram
+        self.count = count
+        self.device = device
         self._matrix: Tensor | None = None
 
     def matrix(self) -> Tensor:
@@ -142,11 +158,23 @@ class LayerRows:
             return self._square_sums()
         return _square_sums(self.matrix(), dim=0)
 
+    def gram(self) -> Tensor:
+        """``A^T A`` in at least float32 (outside autocast); a stride-1 conv input is not
+        unfolded (:mod:`optim.conv_gram`)."""
+        with torch.autocast(self.device.type, enabled=False):
+            if self._matrix is None and self._gram is not None:
+                return self._gram()
+            matrix = self.matrix()
+            return gram(matrix.T.to(torch.promote_types(matrix.dtype, torch.float32)))
+
     def scaled(self, factor: float) -> LayerRows:
         """The rows of ``factor * A`` (e.g. to test scale invariances)."""
         return LayerRows(
             lambda: self.matrix() * factor,
             lambda: self.column_square_sums() * factor**2,
+            self.count,
+            self.device,
+            lambda: self.gram() * factor**2,
         )
 
 
@@ -165,19 +193,36 @@ def input_rows(layer: KroneckerLayer, x: Tensor, kfac_approx: str) -> LayerRows:
         kfac_approx: ``"expand"`` or ``"reduce"``.
 
     Returns:
-        The lazy rows; ``column_square_sums`` reads ``x`` once.
+        The lazy rows; ``column_square_sums`` reads ``x`` once, and ``gram`` of a
+        stride-1 conv input with at least :data:`CONV_GRAM_MIN_CHANNELS` channels comes
+        from shifted products of ``x`` (:func:`optim.conv_gram.conv_input_gram`).
     """
     x = x.detach()
     build = lambda: input_matrix(layer, x, kfac_approx)  # noqa: E731
     bias = layer.bias is not None
     if layer.kind == "conv2d" and kfac_approx == "expand":
         conv = layer.module
-        return LayerRows(build, lambda: _with_bias_entry(_conv_expand_square_sums(conv, x), bias))
+        out_h, out_w = conv_output_size(conv, x)
+        gram_fn = None
+        if conv.stride == (1, 1) and x.shape[1] >= CONV_GRAM_MIN_CHANNELS:
+            gram_fn = lambda: conv_input_gram(  # noqa: E731
+                x, conv.kernel_size, conv.dilation, conv_padding(conv), bias
+            )
+        return LayerRows(
+            build,
+            lambda: _with_bias_entry(_conv_expand_square_sums(conv, x), bias),
+            x.shape[0] * out_h * out_w,
+            x.device,
+            gram_fn,
+        )
     if layer.kind == "conv2d" or (kfac_approx == "reduce" and x.dim() > 2):
-        return LayerRows(build, None)  # per-sample means: a small matrix
+        return LayerRows(build, None, x.shape[0], x.device)  # per-sample means: a small matrix
     flat = x.reshape(-1, x.shape[-1])
     return LayerRows(
-        build, lambda: _with_bias_entry(_square_sums(flat, dim=0) / flat.shape[0], bias)
+        build,
+        lambda: _with_bias_entry(_square_sums(flat, dim=0) / flat.shape[0], bias),
+        flat.shape[0],
+        x.device,
     )
 
 
@@ -242,9 +287,9 @@ def grad_rows(
     """
     grad = grad.detach()
     build = lambda: grad_output_matrix(layer, grad, kfac_approx, loss_average)  # noqa: E731
-    if kfac_approx != "expand":
-        return LayerRows(build, None)
     batch_size = grad.shape[0]
+    if kfac_approx != "expand":
+        return LayerRows(build, None, batch_size, grad.device)
     if layer.kind == "conv2d":
         locations, sum_dims = grad.shape[2] * grad.shape[3], (0, 2, 3)
     else:
@@ -253,7 +298,12 @@ def grad_rows(
             tuple(range(grad.dim() - 1)),
         )
     factor = _grad_scale(batch_size, locations, loss_average) ** 2
-    return LayerRows(build, lambda: _square_sums(grad, dim=sum_dims) * factor)
+    return LayerRows(
+        build,
+        lambda: _square_sums(grad, dim=sum_dims) * factor,
+        batch_size * locations,
+        grad.device,
+    )
 
 
 def _grad_scale(batch_size: int, locations: int, loss_average: str | None) -> float:

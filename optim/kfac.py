@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from optim.base import KroneckerOptimizer, check_choice, check_number
 from optim.capture import LayerRows
-from optim.gram import gram
 from optim.inverses import (
     apply_low_rank_inverse,
     cholesky_inverse,
@@ -157,10 +156,10 @@ class KFAC(KroneckerOptimizer):
 
     # ----- statistics (called by the capture hooks) ---------------------------------
     def _input_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Tensor:
-        return _gram(rows.matrix())
+        return rows.gram()  # U = A^T A, at least float32 (a conv input is not unfolded)
 
     def _grad_stat(self, layer: KroneckerLayer, rows: LayerRows) -> Tensor:
-        return _gram(rows.matrix())
+        return rows.gram()
 
     # ----- pieces of step() ---------------------------------------------------------
     def _update_factors(self) -> None:
@@ -260,12 +259,6 @@ class KFAC(KroneckerOptimizer):
             f"KFAC({method}): S_K {layer.dim_in}x{layer.dim_in}, "
             f"S_C {layer.dim_out}x{layer.dim_out}"
         )
-
-
-def _gram(rows: Tensor) -> Tensor:
-    """``rows^T rows`` in at least float32, also under autocast."""
-    with torch.autocast(rows.device.type, enabled=False):
-        return gram(rows.T.to(compute_dtype(rows.dtype)))
 
 
 def _ema_update(factor: Tensor, statistic: Tensor, ema: float) -> None:

@@ -577,6 +577,10 @@ class _Rows:
 
     def __init__(self, x_t: torch.Tensor) -> None:
         self.x_t = x_t
+        self.count = x_t.shape[1]
+
+    def gram(self) -> torch.Tensor:
+        return self.x_t @ self.x_t.T
 
     def transposed(self) -> torch.Tensor:
         return self.x_t
@@ -591,10 +595,11 @@ def test_gram_projection_of_rows_equals_gram_projection(
 ) -> None:
     """Every structure (diagonal: from the column square sums only) gives Pi(S^T X^T X S)."""
     s = random_member(name, d, opts)
-    x = randn(d, 7)
     dense = s.to_dense()
-    expected = reference_projection(name, dense.T @ x @ x.T @ dense, opts)
-    assert_dense(s.gram_projection_of_rows(_Rows(x)).to_dense(), expected)
+    for columns in (7, 2 * d + 1):  # dense: S^T x, or S^T (x x^T) S for many rows
+        x = randn(d, columns)
+        expected = reference_projection(name, dense.T @ x @ x.T @ dense, opts)
+        assert_dense(s.gram_projection_of_rows(_Rows(x)).to_dense(), expected)
 
 
 def test_fft_lengths_are_fast_and_short() -> None:

@@ -62,6 +62,13 @@ def validate_options(
 class RowSource(Protocol):
     """Rows ``X`` (``n x d``) of a statistic ``X^T X``, e.g. ``optim.capture.LayerRows``."""
 
+    count: int
+    """``n``."""
+
+    def gram(self) -> Tensor:
+        """``X^T X`` in at least float32, possibly without forming ``X``."""
+        ...
+
     def transposed(self) -> Tensor:
         """``X^T`` (``d x n``)."""
         ...

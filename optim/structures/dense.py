@@ -6,7 +6,7 @@ from torch import Tensor
 
 from optim.gram import gram
 from optim.matmul import add_matmul, matmul
-from optim.structures.base import StructuredMatrix
+from optim.structures.base import RowSource, StructuredMatrix
 
 
 class Dense(StructuredMatrix):
@@ -65,6 +65,16 @@ class Dense(StructuredMatrix):
         if x.shape[1] > 2 * self.dim:
             return self._like({"mat": matmul(matmul(self.mat.T, gram(x)), self.mat)})
         return self._like({"mat": gram(matmul(self.mat.T, x))})
+
+    def gram_projection_of_rows(self, rows: RowSource) -> Dense:
+        """``S^T (X^T X) S`` from the rows' own gram when they outnumber ``2 d``.
+
+        A stride-1 conv input gives ``X^T X`` without its im2col (``optim.conv_gram``).
+        """
+        if rows.count > 2 * self.dim:
+            inner = rows.gram().to(self.dtype)
+            return self._like({"mat": matmul(matmul(self.mat.T, inner), self.mat)})
+        return super().gram_projection_of_rows(rows)
 
     def _gram_self(self) -> Dense:
         return self._like({"mat": gram(self.mat.T)})

@@ -12,7 +12,6 @@ from torch import Tensor
 from optim.gram import gram
 from optim.structures.base import StructuredMatrix
 
-
 # Odd parts m of the FFT lengths 2^a m that are used, with 2^a >= FFT_MIN_POWER_OF_TWO.
 # Odd-heavy lengths are slow on CPU although 5-smooth: 512 x 9375 (= 3 * 5^5) real FFTs
 # there and back take 27 ms against 9.3 ms at 10240 = 5 * 2^11 (2 threads), and
