@@ -73,8 +73,10 @@ from torch import Tensor, nn
 
 from experiments.bench_common import (
     BENCH_MODELS,
+    MALLOC_MODES,
     PeakRSS,
     build_bench_model,
+    configure_malloc,
     human_bytes,
     machine_description,
     machine_markdown,
@@ -662,7 +664,7 @@ def run_memory_probe(
     command = [sys.executable, "-m", "experiments.bench_optimizers", "--memory-probe", spec.label]
     command += ["--models", model_name, "--batch", str(args.batch), "--precisions", precision]
     command += ["--T", str(args.T), "--T-inv", str(args.T_inv), "--device", args.device]
-    command += ["--image-size", str(args.image_size)]
+    command += ["--image-size", str(args.image_size), "--malloc", args.malloc]
     if args.threads:
         command += ["--threads", str(args.threads)]
     repo = Path(__file__).resolve().parent.parent
@@ -1137,6 +1139,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--direction-steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--malloc",
+        choices=MALLOC_MODES,
+        default="default",
+        help="heap: glibc keeps freed memory, so large tensors are not page-faulted in "
+        "again every step (bench_common.configure_malloc)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument(
         "--append",
@@ -1264,6 +1273,7 @@ def add_directions(
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark and write the outputs; returns this run's result rows."""
     args = parse_args(argv)
+    configure_malloc(args.malloc)
     args.run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)

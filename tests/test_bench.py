@@ -100,6 +100,8 @@ def test_bad_arguments_raise_value_error() -> None:
         bench_complexity.parse_args(["--inverse-dims", "128"])
     with pytest.raises(ValueError, match="--methods entry"):
         bench_complexity.method_names(["SINGD-nope"])
+    with pytest.raises(ValueError, match="malloc='mmap' is invalid"):
+        bench_common.configure_malloc("mmap")
 
 
 def test_peak_rss_sees_a_new_allocation() -> None:
@@ -188,8 +190,12 @@ def test_bench_optimizers_window_mode_and_memory_probe(tmp_path: Path) -> None:
             str(tmp_path),
             "--threads",
             "1",
+            "--malloc",
+            "heap",
         ]
     )
+    bench_common.configure_malloc("default")  # the rest of the suite as before
+    assert "- malloc: heap" in (tmp_path / "optimizers.md").read_text()
     assert {r["method"] for r in rows} == {"AdamW", "SINGD-diagonal"}
     for row in rows:
         assert row["precision"] == "bf16"
