@@ -105,12 +105,9 @@ def conv_input_gram(
             corrections = _border_corrections(
                 padded, pairs, row_reads, col_reads, band, (shift_rows, shift_cols), size
             )
-            for index, ((i, j), (i2, j2)) in enumerate(pairs):
+            for index, ((i, j), (i2, j2)) in enumerate(pairs):  # i * kw + j <= i2 * kw + j2
                 block = shifted if corrections is None else shifted + corrections[index]
-                first, second = i * kw + j, i2 * kw + j2
-                pair_blocks[min(first, second), max(first, second)] = (
-                    block if first <= second else block.T
-                )
+                pair_blocks[i * kw + j, i2 * kw + j2] = block
     # offset-major writes keep the rows of U being written in cache (1.4x faster than
     # writing in shift order)
     for first in range(offsets):

@@ -63,18 +63,19 @@ class Dense(StructuredMatrix):
         ``(S^T x)(S^T x)^T`` (``2 n d^2``); e.g. the unfolded input of an early conv layer.
         """
         if x.shape[1] > 2 * self.dim:
-            return self._like({"mat": matmul(matmul(self.mat.T, gram(x)), self.mat)})
+            return self._projection_of_gram(gram(x))
         return self._like({"mat": gram(matmul(self.mat.T, x))})
 
     def gram_projection_of_rows(self, rows: RowSource) -> Dense:
-        """``S^T (X^T X) S`` from the rows' own gram when they outnumber ``2 d``.
-
-        A stride-1 conv input gives ``X^T X`` without its im2col (``optim.conv_gram``).
-        """
+        """As :meth:`gram_projection` of ``X^T``; for ``n > 2 d`` rows ``X^T X`` comes from
+        the rows (a stride-1 conv input is then not unfolded: ``optim.conv_gram``)."""
         if rows.count > 2 * self.dim:
-            inner = rows.gram().to(self.dtype)
-            return self._like({"mat": matmul(matmul(self.mat.T, inner), self.mat)})
+            return self._projection_of_gram(rows.gram().to(self.dtype))
         return super().gram_projection_of_rows(rows)
+
+    def _projection_of_gram(self, inner: Tensor) -> Dense:
+        """``S^T U S`` for a ``d x d`` matrix ``U``."""
+        return self._like({"mat": matmul(matmul(self.mat.T, inner), self.mat)})
 
     def _gram_self(self) -> Dense:
         return self._like({"mat": gram(self.mat.T)})
