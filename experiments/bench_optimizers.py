@@ -818,13 +818,16 @@ def target_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def peer_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ours / authors per structure (same run): iteration time, state bytes, directions."""
-    lookup = {(r["model"], r["precision"], r.get("batch"), r["method"]): r for r in rows}
+    """Ours / authors per structure, paired only within one run (one process, one AdamW
+    reference): iteration time, state bytes, directions."""
+    lookup = {
+        (r["model"], r["precision"], r.get("batch"), r.get("run"), r["method"]): r for r in rows
+    }
     table = []
-    for (model, precision, batch, label), theirs in lookup.items():
+    for (model, precision, batch, run, label), theirs in lookup.items():
         if not label.startswith("authors "):
             continue
-        ours = lookup.get((model, precision, batch, label[len("authors ") :]))
+        ours = lookup.get((model, precision, batch, run, label[len("authors ") :]))
         if ours is None:
             continue
         table.append(
@@ -1094,6 +1097,27 @@ def _sorted_rows(
     )
 
 
+def rerender_report(out: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Write the report of ``out/optimizers.csv`` again (e.g. after a change of the tables).
+
+    The machine block is the newest run's ``machine_*`` columns; returns the rows.
+    """
+    path = out / "optimizers.csv"
+    if not path.exists():
+        raise ValueError(f"--report-only is invalid: {path} does not exist")
+    rows = read_csv_rows(path)
+    newest = max(rows, key=lambda r: str(r.get("run")))
+    machine = {
+        key[len("machine_") :]: str(value)
+        for key, value in newest.items()
+        if key.startswith("machine_")
+    }
+    settings = {"report": "re-rendered from optimizers.csv (--report-only); no new measurement"}
+    write_report(out, rows, machine, settings, notes)
+    print(f"wrote {out / 'optimizers.md'}", flush=True)
+    return rows
+
+
 # ----- command line --------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
@@ -1158,6 +1182,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="batch 32, the 'targets' methods, fp32, split timing, 3 rounds, "
         "no memory probes, 2 direction steps",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render <out>/optimizers.md, the peer CSV and the plot from "
+        "<out>/optimizers.csv, measuring nothing",
     )
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1291,6 +1321,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "(A B A C ...) in the same process; a loaded machine still adds noise (see the load "
         "column).",
     ]
+    if args.report_only:
+        return rerender_report(args.out, notes)
     with_authors = args.authors != "off" and authors_available()
     if args.authors == "on" and not with_authors:
         raise ValueError(

@@ -93,6 +93,23 @@ def test_merge_rows_keeps_each_runs_adamw_and_fills_memory() -> None:
     assert all(r["peak_bytes"] == 10 for r in filled if r["method"] == "AdamW")
 
 
+def test_peer_rows_pair_ours_and_the_authors_within_one_run() -> None:
+    def row(method: str, run: str, ratio: float) -> dict:
+        base = {"model": "vgg", "precision": "fp32", "batch": 128, "method": method}
+        return {**base, "run": run, "iter_ratio": ratio, "state_bytes": 8}
+
+    rows = [
+        row("SINGD-diagonal", "r1", 1.0),
+        row("authors SINGD-diagonal", "r1", 1.25),
+        row("SINGD-hierarchical", "r2", 1.1),  # its authors row is from another run
+        row("authors SINGD-hierarchical", "r1", 1.5),
+    ]
+    table = bench_optimizers.peer_rows(rows)
+    assert [(r["method"], r["iter_ours_over_authors"]) for r in table] == [
+        ("SINGD-diagonal", pytest.approx(0.8))
+    ]
+
+
 def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="--batch=0"):
         bench_optimizers.parse_args(["--batch", "0"])
@@ -159,6 +176,11 @@ def test_bench_optimizers_tiny_run_writes_outputs(tmp_path: Path) -> None:
     assert by_method["SINGD-diagonal"]["update_s"] == by_method["SINGD-diagonal"]["update_s"]
     text = (tmp_path / "optimizers.md").read_text()
     assert bench_common.cpu_model() in text and torch.__version__ in text
+    assert len(read_csv(tmp_path / "optimizers.csv")) == 5
+    (tmp_path / "optimizers.md").unlink()
+    again = bench_optimizers.main(["--report-only", "--out", str(tmp_path)])
+    assert [r["method"] for r in again] == [r["method"] for r in rows]
+    assert "--report-only" in (tmp_path / "optimizers.md").read_text()
     assert len(read_csv(tmp_path / "optimizers.csv")) == 5
 
 
