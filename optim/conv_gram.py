@@ -163,13 +163,16 @@ def _border_corrections(
     for index, ((i, j), _) in enumerate(pairs):
         (row_low, row_high), (col_low, col_high) = row_reads[i], col_reads[j]
         weights[index, row_low:row_high, col_low:col_high] += 1.0
-    rows, cols = weights.abs().sum(dim=0).nonzero(as_tuple=True)
+    rows, cols = weights.abs().sum(dim=0).nonzero(as_tuple=True)  # small, on the CPU
     if len(rows) == 0:
         return None
+    weights = weights[:, rows, cols]  # [pairs, positions]
+    device = padded.device
+    rows, cols = rows.to(device), cols.to(device)
     first = padded[:, rows, cols].permute(1, 0, 2)  # [positions, C, B]
     second = padded[:, rows + shift_rows, cols + shift_cols].permute(1, 2, 0)  # [pos, B, C]
     products = torch.bmm(first, second)  # [positions, C, C]
-    weights = weights[:, rows, cols].to(products.dtype)  # [pairs, positions]
+    weights = weights.to(device=device, dtype=products.dtype)
     channels = products.shape[1]
     return (weights @ products.view(len(rows), -1)).view(len(pairs), channels, channels)
 
