@@ -46,7 +46,7 @@ def configure_malloc(mode: str) -> None:
     32 MiB: a dense Kronecker factor, a large activation) is a fresh mapping, faulted
     in page by page on first touch and unmapped when freed, so a tensor freed and
     allocated again every step pays its page faults every step (on the 2-core VM of
-    ``results/bench`` about a quarter of AdamW's VGG iteration). ``"heap"`` serves every
+    ``results/bench`` about 15% of AdamW's VGG iteration). ``"heap"`` serves every
     block from the heap and keeps freed memory (``mallopt(M_MMAP_MAX, 0)``,
     ``mallopt(M_TRIM_THRESHOLD, 2^31 - 1)``), as tcmalloc or jemalloc would: warm pages
     are reused, and the resident size does not shrink after a peak.

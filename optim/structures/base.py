@@ -361,13 +361,27 @@ class StructuredMatrix(ABC):
     def gram_projection_of_rows(self: StructuredT, rows: RowSource) -> StructuredT:
         """``Pi(S^T X^T X S)`` for rows ``X``; each structure reads only what it needs.
 
+        Structures whose projection starts from ``U = X^T X`` for this many rows
+        (:meth:`_gram_first`) take it from ``rows.gram()``, which a stride-1 conv input
+        gives without its im2col (``optim.conv_gram``); the others read ``X^T``.
+
         Args:
             rows: The rows (``X^T`` via ``rows.transposed()``).
 
         Returns:
             The projection, in this matrix's dtype.
         """
+        if self._gram_first(rows.count):
+            return self._projection_of_gram(rows.gram())
         return self.gram_projection(rows.transposed().to(self.dtype))
+
+    def _gram_first(self, rows: int) -> bool:
+        """Whether ``Pi(S^T U S)`` is computed from ``U = X^T X`` for ``rows`` rows."""
+        return False
+
+    def _projection_of_gram(self: StructuredT, inner: Tensor) -> StructuredT:
+        """``Pi(S^T U S)`` from the ``d x d`` matrix ``U`` (structures with a gram-first path)."""
+        raise NotImplementedError(f"{type(self).__name__} has no gram-first projection")
 
     # ------------------------------------------------------------------ arithmetic
     def _map(self: StructuredT, fn: Callable[[Tensor], Tensor]) -> StructuredT:

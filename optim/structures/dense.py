@@ -6,7 +6,7 @@ from torch import Tensor
 
 from optim.gram import gram
 from optim.matmul import add_matmul, matmul
-from optim.structures.base import RowSource, StructuredMatrix
+from optim.structures.base import StructuredMatrix
 
 
 class Dense(StructuredMatrix):
@@ -62,19 +62,16 @@ class Dense(StructuredMatrix):
         For ``n > 2 d`` columns, ``S^T (x x^T) S`` (``n d^2 + 2 d^3``) is cheaper than
         ``(S^T x)(S^T x)^T`` (``2 n d^2``); e.g. the unfolded input of an early conv layer.
         """
-        if x.shape[1] > 2 * self.dim:
+        if self._gram_first(x.shape[1]):
             return self._projection_of_gram(gram(x))
         return self._like({"mat": gram(matmul(self.mat.T, x))})
 
-    def gram_projection_of_rows(self, rows: RowSource) -> Dense:
-        """As :meth:`gram_projection` of ``X^T``; for ``n > 2 d`` rows ``X^T X`` comes from
-        the rows (a stride-1 conv input is then not unfolded: ``optim.conv_gram``)."""
-        if rows.count > 2 * self.dim:
-            return self._projection_of_gram(rows.gram().to(self.dtype))
-        return super().gram_projection_of_rows(rows)
+    def _gram_first(self, rows: int) -> bool:
+        return rows > 2 * self.dim
 
     def _projection_of_gram(self, inner: Tensor) -> Dense:
         """``S^T U S`` for a ``d x d`` matrix ``U``."""
+        inner = inner.to(self.dtype)
         return self._like({"mat": matmul(matmul(self.mat.T, inner), self.mat)})
 
     def _gram_self(self) -> Dense:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from optim.gram import gram
-from optim.structures.base import RowSource, StructuredMatrix
+from optim.structures.base import StructuredMatrix
 
 # Odd parts m of the FFT lengths 2^a m that are used, with 2^a >= FFT_MIN_POWER_OF_TWO.
 # Odd-heavy lengths are slow on CPU although 5-smooth: 512 x 9375 (= 3 * 5^5) real FFTs
@@ -180,17 +180,10 @@ class _Toeplitz(StructuredMatrix):
         )  # rows of (S^T x)^T = x^T S
         return self._like({"coeffs": coeffs})
 
-    def gram_projection_of_rows(self, rows: RowSource) -> _Toeplitz:
-        """As :meth:`gram_projection` of ``X^T``; on the gram-first path ``X^T X`` comes
-        from the rows (a stride-1 conv input is then not unfolded: ``optim.conv_gram``)."""
-        if self._gram_first(rows.count):
-            return self._projection_of_gram(rows.gram())
-        return super().gram_projection_of_rows(rows)
-
-    def _gram_first(self, columns: int) -> bool:
+    def _gram_first(self, rows: int) -> bool:
         """Whether ``Pi(S^T U S)`` from ``U = x x^T`` beats the per-column FFTs."""
         return self.dim <= DENSE_MAX_DIM or (
-            self.dim <= GRAM_FIRST_MAX_DIM and columns >= GRAM_FIRST_MIN_RATIO * self.dim
+            self.dim <= GRAM_FIRST_MAX_DIM and rows >= GRAM_FIRST_MIN_RATIO * self.dim
         )
 
     def _projection_of_gram(self, inner: Tensor) -> _Toeplitz:
