@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optim.conv_gram import conv_input_gram
+from optim.conv_gram import conv_input_gram, offset_window_sums
 from optim.gram import gram
 from optim.layers import KroneckerLayer, conv_padding
 
@@ -242,18 +242,11 @@ def conv_output_size(conv: torch.nn.Conv2d, x: Tensor) -> tuple[int, int]:
     return out_h, out_w
 
 
-def _offset_windows(conv: torch.nn.Conv2d, x: Tensor) -> list[tuple[slice, slice]]:
-    """Per kernel offset ``(i, j)`` (unfold order), the slices of the padded input it reads."""
-    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
-    out_h, out_w = conv_output_size(conv, x)
-    return [
-        (
-            slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh),
-            slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw),
-        )
-        for i in range(kh)
-        for j in range(kw)
-    ]
+def _window_sums(conv: torch.nn.Conv2d, image: Tensor) -> Tensor:
+    """:func:`optim.conv_gram.offset_window_sums` with the geometry of ``conv``."""
+    return offset_window_sums(
+        image, conv.kernel_size, conv.dilation, conv_padding(conv), conv.stride
+    )
 
 
 def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor) -> Tensor:
@@ -263,11 +256,9 @@ def _conv_expand_square_sums(conv: torch.nn.Conv2d, x: Tensor) -> Tensor:
     ``(i, j)`` of every output location, so its sum of squares is a strided window sum
     of the batch-summed ``x^2``: ``C x H x W`` work instead of ``B L C kh kw``.
     """
-    ph, pw = conv_padding(conv)
     out_h, out_w = conv_output_size(conv, x)
-    squares = F.pad(_square_sums(x, dim=0), (pw, pw, ph, ph))  # [C, H + 2ph, W + 2pw]
-    sums = [squares[:, rows, cols].sum(dim=(1, 2)) for rows, cols in _offset_windows(conv, x)]
-    return torch.stack(sums, dim=1).reshape(-1) / (x.shape[0] * out_h * out_w)
+    sums = _window_sums(conv, _square_sums(x, dim=0))  # [C, kh*kw]
+    return sums.reshape(-1) / (x.shape[0] * out_h * out_w)
 
 
 def grad_rows(
@@ -345,14 +336,11 @@ def grad_output_matrix(
 def _conv_patch_means(conv: torch.nn.Conv2d, x: Tensor) -> Tensor:
     """Per-sample mean over output locations of the unfolded input (``"reduce"``).
 
-    Each kernel offset's mean is that of one strided slice of the padded input, so
+    Each kernel offset's mean is that of one strided window of the padded input, so
     nothing is unfolded. Returns ``[B, C*kh*kw]`` in unfold order.
     """
-    padding = conv_padding(conv)
-    windows = _offset_windows(conv, x)
-    x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    means = [x[:, :, rows, cols].mean(dim=(2, 3)) for rows, cols in windows]
-    return torch.stack(means, dim=2).reshape(x.shape[0], -1)  # [B, C*kh*kw], unfold order
+    out_h, out_w = conv_output_size(conv, x)
+    return _window_sums(conv, x).reshape(x.shape[0], -1) / (out_h * out_w)
 
 
 class _RunningMean:

@@ -23,6 +23,7 @@ position (one batched product of ``C x B`` by ``B x C`` per border position).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from optim.gram import gram
@@ -114,9 +115,9 @@ def conv_input_gram(
         for second in range(offsets):
             block = pair_blocks[min(first, second), max(first, second)]
             blocks[:, first, :, second] = block if first <= second else block.T
-    if with_bias:
-        window_sums = _window_sums(padded, (kh, kw), (dh, dw), (ph, pw), (out_h, out_w), size)
-        out[:dim, dim] = window_sums * scale
+    if with_bias:  # U[(c, i, j), bias] = mean over rows of the input that offset (i, j) reads
+        window_sums = offset_window_sums(x.to(dtype).sum(dim=0), (kh, kw), (dh, dw), (ph, pw))
+        out[:dim, dim] = window_sums.reshape(-1) * scale**2
         out[dim, :dim] = out[:dim, dim]
         out[dim, dim] = 1.0
     return out
@@ -177,20 +178,41 @@ def _border_corrections(
     return (weights @ products.view(len(rows), -1)).view(len(pairs), channels, channels)
 
 
-def _window_sums(
-    padded: Tensor,
+def offset_window_sums(
+    image: Tensor,
     kernel_size: tuple[int, int],
     dilation: tuple[int, int],
     padding: tuple[int, int],
-    out_size: tuple[int, int],
-    size: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
 ) -> Tensor:
-    """Per column ``(c, i, j)``: the sum of the (scaled) input over what offset ``(i, j)`` reads."""
-    sums = []
-    for i in range(kernel_size[0]):
-        rows = _read_interval(i, 0, size[0], out_size[0], dilation[0], padding[0])
-        for j in range(kernel_size[1]):
-            cols = _read_interval(j, 0, size[1], out_size[1], dilation[1], padding[1])
-            window = padded[:, rows[0] : rows[1], cols[0] : cols[1]]
-            sums.append(window.sum(dim=(1, 2, 3)))
-    return torch.stack(sums, dim=1).reshape(-1)
+    """Per kernel offset ``(i, j)`` (unfold order), the sum of ``image`` over what it reads.
+
+    Offset ``(i, j)`` of a zero-padded convolution reads one strided window of the
+    padded input (one position per output location), so the sums over the rows of the
+    im2col matrix of anything that depends only on the input position (``x``, ``x^2``)
+    are window sums: no unfolding.
+
+    Args:
+        image: ``[..., H, W]``.
+        kernel_size: ``(k_h, k_w)``.
+        dilation: ``(d_h, d_w)``.
+        padding: ``(p_h, p_w)``.
+        stride: ``(s_h, s_w)``.
+
+    Returns:
+        ``[..., k_h k_w]``.
+    """
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel_size, dilation, padding, stride
+    out_h = (image.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (image.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    padded = F.pad(image, (pw, pw, ph, ph))
+    sums = [
+        padded[
+            ...,
+            i * dh : i * dh + sh * (out_h - 1) + 1 : sh,
+            j * dw : j * dw + sw * (out_w - 1) + 1 : sw,
+        ].sum(dim=(-2, -1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return torch.stack(sums, dim=-1)
